@@ -1,0 +1,3 @@
+from backapp.cli.main import main
+
+main()

@@ -1,0 +1,232 @@
+"""The commands that drive the engine from a config file: backup, backups, restore, decrypt."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from backapp.cli.output import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    fail,
+    human_bytes,
+    out_console,
+    progress_bar,
+)
+from backapp.domain.config import BackupConfig, load_config_file
+from backapp.engine.backup import run_backup
+from backapp.engine.crypto import MasterKey, decrypt_stream
+from backapp.engine.layout import Repository
+from backapp.engine.restore import run_restore
+from backapp.engine.streams import file_chunks
+from backapp.errors import BackappError, EncryptionKeyError, IntegrityError
+from backapp.settings import Settings
+from backapp.storage import Storage
+from backapp.storage.factory import open_storage
+
+backup_app = typer.Typer(help="Run backups from a config file.", no_args_is_help=True)
+backups_app = typer.Typer(help="List the backups stored for a config.", no_args_is_help=True)
+
+ConfigFile = Annotated[
+    Path,
+    typer.Option(
+        "--config-file", "-c", help="JSON backup configuration (the API's schema).", show_default=False
+    ),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def master_key(settings: Settings, *, required: bool) -> MasterKey | None:
+    """Given settings, return the encryption key, or None if unset and not required."""
+    secret = settings.backup_encryption_key
+    if secret is None and not required:
+        return None
+    return MasterKey.from_base64(secret.get_secret_value() if secret else None)
+
+
+def open_config_storage(config: BackupConfig, settings: Settings) -> Storage:
+    """Given a config, return its destination storage (with retry and bandwidth limit)."""
+    return open_storage(
+        config.destination,
+        default_endpoint=settings.aws_s3_endpoint,
+        bandwidth_kbps=config.options.bandwidth,
+    )
+
+
+def repository_for(config: BackupConfig, settings: Settings) -> Repository:
+    """Given a config, return the repository of its backups."""
+    return Repository(
+        open_config_storage(config, settings), config.destination.prefix, config.slug
+    )
+
+
+@backup_app.command("run")
+def backup_run(config_file: ConfigFile, as_json: JsonFlag = False) -> None:
+    """Back up the sources of a config now, with a progress bar and a summary."""
+    try:
+        config = load_config_file(config_file)
+        settings = _settings()
+        key = master_key(settings, required=config.options.encryption)
+        storage = open_config_storage(config, settings)
+        with progress_bar(not as_json, f"Backing up {config.name}") as on_progress:
+            result = run_backup(config, storage, key=key, progress=on_progress)
+    except BackappError as exc:
+        fail(exc, as_json=as_json)
+    doc = result.to_json()
+    if as_json:
+        print(json.dumps(doc))
+        return
+    kind = f"{doc['type']}" + (f" on {doc['parent']}" if doc["parent"] else "")
+    out_console.print(f"[bold green]Backup {result.backup_id} completed[/] ({kind})")
+    out_console.print(
+        f"  files: {doc['filesProcessed']:,} processed "
+        f"({doc['newFiles']:,} new, {doc['changedFiles']:,} changed, "
+        f"{doc['unchangedFiles']:,} unchanged), {doc['filesSkipped']:,} skipped"
+    )
+    out_console.print(
+        f"  data:  {human_bytes(doc['totalBytes'])} read, "
+        f"{human_bytes(doc['bytesTransferred'])} uploaded in {doc['durationSeconds']:.1f}s"
+    )
+    if result.skips.reasons:
+        out_console.print(f"  [yellow]skipped or changed:[/] {result.skips.summary()}")
+        for path, reason in result.skips.samples[:10]:
+            out_console.print(f"    {path}: {reason}", soft_wrap=True)
+
+
+@backups_app.command("list")
+def backups_list(config_file: ConfigFile, as_json: JsonFlag = False) -> None:
+    """List the backups that exist in storage for a config, oldest first."""
+    try:
+        config = load_config_file(config_file)
+        infos = repository_for(config, _settings()).list()
+    except BackappError as exc:
+        fail(exc, as_json=as_json)
+    if as_json:
+        docs = [info.model_dump(mode="json", by_alias=True) for info in infos]
+        print(json.dumps({"backups": docs}))
+        return
+    if not infos:
+        out_console.print(f"No backups yet for {config.name}.")
+        return
+    for info in infos:
+        out_console.print(
+            f"{info.backup_id}  {info.type:<11}  {info.completed_at:%Y-%m-%d %H:%M:%S}Z  "
+            f"{info.stats.files:>8,} files  {human_bytes(info.stats.total_bytes):>10}  "
+            f"stored {human_bytes(info.stats.stored_bytes)}"
+            + ("  encrypted" if info.encrypted else "")
+        )
+
+
+def restore(
+    config_file: ConfigFile,
+    target: Annotated[
+        Path, typer.Option("--target", "-t", help="Folder to restore into.", show_default=False)
+    ],
+    backup: Annotated[str, typer.Option("--backup", "-b", help="Backup id or 'latest'.")] = (
+        "latest"
+    ),
+    include: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--include",
+            "-i",
+            help="Restore only paths matching this gitignore-style pattern (repeatable).",
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Allow a non-empty target; replace existing files."),
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Restore a backup (or chosen paths of it) into a folder, checking every file."""
+    try:
+        config = load_config_file(config_file)
+        settings = _settings()
+        repo = repository_for(config, settings)
+        key = master_key(settings, required=False)
+        with progress_bar(not as_json, "Restoring") as on_progress:
+            result = run_restore(
+                repo,
+                backup,
+                target,
+                master=key,
+                include=[p.lstrip("/") if p.startswith("/") else p for p in include or []],
+                existing="overwrite" if overwrite else "refuse",
+                progress=on_progress,
+            )
+    except BackappError as exc:
+        fail(exc, as_json=as_json)
+    doc = result.to_json()
+    if as_json:
+        print(json.dumps(doc))
+    elif result.ok:
+        out_console.print(
+            f"[bold green]Restored backup {result.backup_id}[/] into {result.target}: "
+            f"{doc['filesRestored']:,} files, {doc['dirsRestored']:,} folders, "
+            f"{human_bytes(result.bytes)} in {doc['durationSeconds']:.1f}s"
+        )
+    else:
+        out_console.print(
+            f"[bold red]Restore of {result.backup_id} finished with "
+            f"{len(result.errors)} error(s)[/]"
+        )
+        for path, message in result.errors[:50]:
+            out_console.print(f"  {path}: {message}", soft_wrap=True)
+    if not result.ok:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def decrypt(
+    source: Annotated[Path, typer.Argument(help="Encrypted object (a .enc file), or '-'.")],
+    output: Annotated[Path, typer.Argument(help="Where to write the plain object, or '-'.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+) -> None:
+    """Decrypt one object (e.g. data.tar.gz.enc) back to its plain form with BACKUP_ENCRYPTION_KEY."""
+    to_stdout = str(output) == "-"
+    if not to_stdout and output.exists() and not force:
+        fail(BackappErrorBadInput(f"{output} exists; use --force to replace it"))
+    try:
+        key = master_key(_settings(), required=True)
+        assert key is not None
+        infile: Any = sys.stdin.buffer if str(source) == "-" else source.open("rb")
+    except BackappError as exc:
+        fail(exc)
+    except OSError as exc:
+        fail(BackappErrorBadInput(f"cannot read {source}: {exc.strerror}"))
+    partial = output.with_name(f".{output.name}.partial") if not to_stdout else None
+    try:
+        with infile:
+            out: Any = sys.stdout.buffer if to_stdout else open(partial, "wb")  # noqa: SIM115
+            try:
+                for chunk in decrypt_stream(file_chunks(infile), key, source.name):
+                    out.write(chunk)
+            finally:
+                if not to_stdout:
+                    out.close()
+        if partial is not None:
+            os.replace(partial, output)
+    except (IntegrityError, EncryptionKeyError) as exc:
+        if partial is not None:
+            partial.unlink(missing_ok=True)
+        fail(exc)
+    except OSError as exc:
+        if partial is not None:
+            partial.unlink(missing_ok=True)
+        fail(BackappError(f"cannot write {output}: {exc.strerror}"))
+
+
+class BackappErrorBadInput(BackappError):
+    """Bad command-line input (exit code 2)."""
+
+
+__all__ = ["EXIT_BAD_INPUT", "backup_app", "backups_app", "decrypt", "restore"]

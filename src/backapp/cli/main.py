@@ -1,0 +1,47 @@
+"""The ``backapp`` command: composition root of the CLI."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from backapp import __version__
+from backapp.cli import engine_cmds
+
+app = typer.Typer(
+    name="backapp",
+    help="BackApp: back up directories to S3, S3-compatible stores or a local folder.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(engine_cmds.backup_app, name="backup")
+app.add_typer(engine_cmds.backups_app, name="backups")
+app.command("restore")(engine_cmds.restore)
+app.command("decrypt")(engine_cmds.decrypt)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"backapp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def main() -> None:
+    """Run the CLI."""
+    app()

@@ -1,0 +1,314 @@
+"""The backup configuration schema of the specification, as pydantic models.
+
+JSON is camelCase exactly as the specification writes it. Extensions:
+``destination.type`` ("s3" or "local"; a local destination has ``path``),
+``options.compressionAlgorithm``, ``options.fullEvery`` and
+``options.verifySchedule``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from backapp.domain.schedule import check_cron, check_timezone
+from backapp.errors import ConfigError
+
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Return the camelCase JSON document of this model."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _check_absolute(value: str) -> str:
+    if not value or not value.startswith("/"):
+        raise ValueError(f"must be an absolute path (starting with '/'), got {value!r}")
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _check_prefix(value: str) -> str:
+    value = value.strip("/")
+    if any(part in ("..", ".") for part in value.split("/")):
+        raise ValueError("must not contain '.' or '..' segments")
+    if "//" in value:
+        raise ValueError("must not contain empty segments ('//')")
+    return value
+
+
+class Source(_Model):
+    """A directory to back up, with gitignore-style patterns relative to it."""
+
+    path: str
+    exclude_patterns: list[str] = Field(default_factory=list)
+    include_patterns: list[str] = Field(default_factory=list)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        value = _check_absolute(value)
+        return value if value == "/" else value.rstrip("/")
+
+    @field_validator("exclude_patterns", "include_patterns")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        from backapp.domain.patterns import check_patterns
+
+        return check_patterns(value)
+
+
+class S3Destination(_Model):
+    """An AWS S3 bucket or any S3-compatible store."""
+
+    type: Literal["s3"] = "s3"
+    bucket: str
+    region: str
+    prefix: str = ""
+    endpoint: str | None = None
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        return check_bucket_name(value)
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        if not value or any(c.isspace() for c in value):
+            raise ValueError("must be a region name such as 'us-east-1' (no spaces)")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return _check_prefix(value)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
+            raise ValueError("must be an http:// or https:// URL, e.g. https://s3.example.com")
+        return value.rstrip("/")
+
+
+class LocalDestination(_Model):
+    """A folder on this machine (or a mounted share)."""
+
+    type: Literal["local"]
+    path: str
+    prefix: str = ""
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return _check_absolute(value)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return _check_prefix(value)
+
+
+def _destination_tag(value: Any) -> str:
+    if isinstance(value, dict):
+        tag = value.get("type", "s3")
+        return tag if tag in ("s3", "local") else "s3"
+    return str(getattr(value, "type", "s3"))
+
+
+Destination = Annotated[
+    Annotated[S3Destination, Tag("s3")] | Annotated[LocalDestination, Tag("local")],
+    Discriminator(_destination_tag),
+]
+
+
+class ScheduleSpec(_Model):
+    """When to run: a cron expression (5 fields, or 6 with leading seconds) in a timezone."""
+
+    cron_expression: str
+    timezone: str = "UTC"
+
+    @field_validator("cron_expression")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return _wrap(check_cron, value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        _wrap(check_timezone, value)
+        return value
+
+
+class Options(_Model):
+    """How to back up."""
+
+    type: Literal["full", "incremental"] = "full"
+    compression: bool = True
+    compression_level: int = Field(6, ge=1, le=9)
+    compression_algorithm: Literal["gzip", "zstd"] = "gzip"
+    encryption: bool = False
+    retention_days: int | None = Field(None, ge=1)
+    bandwidth: int | None = Field(None, ge=1, description="upload limit in KB/s (1 KB = 1024 B)")
+    full_every: int = Field(7, ge=1, description="every Nth backup of a chain is full")
+    verify_schedule: str | None = None
+
+    @field_validator("verify_schedule")
+    @classmethod
+    def _verify(cls, value: str | None) -> str | None:
+        return None if value in (None, "") else _wrap(check_cron, value)
+
+
+class BackupConfig(_Model):
+    """A complete backup configuration."""
+
+    name: str = Field(min_length=1, max_length=200)
+    enabled: bool
+    sources: list[Source] = Field(min_length=1)
+    destination: Destination
+    schedule: ScheduleSpec
+    options: Options
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be blank")
+        if any(ord(c) < 32 for c in value):
+            raise ValueError("must not contain control characters")
+        return value
+
+    @field_validator("sources")
+    @classmethod
+    def _distinct(cls, value: list[Source]) -> list[Source]:
+        seen: set[str] = set()
+        for src in value:
+            if src.path in seen:
+                raise ValueError(f"source {src.path!r} is listed twice")
+            seen.add(src.path)
+        return value
+
+    @property
+    def slug(self) -> str:
+        """The folder name of this config in storage, derived from its name."""
+        return slugify(self.name)
+
+
+def _wrap(check: Any, value: str) -> Any:
+    try:
+        return check(value)
+    except ConfigError as exc:
+        raise ValueError(exc.message) from exc
+
+
+def check_bucket_name(value: str) -> str:
+    """Given a bucket name, return it if S3's naming rules allow it; raise ValueError."""
+    if not 3 <= len(value) <= 63:
+        raise ValueError("bucket names must be 3 to 63 characters long")
+    if not _BUCKET_RE.match(value):
+        raise ValueError(
+            "bucket names use only lowercase letters, digits, '.' and '-', "
+            "and begin and end with a letter or digit"
+        )
+    if ".." in value or ".-" in value or "-." in value:
+        raise ValueError("bucket names must not contain '..', '.-' or '-.'")
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        pass
+    else:
+        raise ValueError("bucket names must not look like an IP address")
+    if value.startswith(("xn--", "sthree-", "amzn-s3-demo-")) or value.endswith(
+        ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+    ):
+        raise ValueError("bucket name uses a prefix or suffix that S3 reserves")
+    return value
+
+
+def slugify(name: str) -> str:
+    """Given a config name, return a storage-safe folder name (lowercase, dashes)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return slug[:80].strip("-") or "backup"
+
+
+def error_path(loc: tuple[int | str, ...]) -> str:
+    """Given a pydantic error location, return the JSON field path, e.g. ``sources[0].path``."""
+    out = ""
+    for part in loc:
+        if part in ("s3", "local") and out == "destination":
+            continue  # discriminated-union tag, not a field
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(document)"
+
+
+def validation_problems(exc: ValidationError) -> list[tuple[str, str]]:
+    """Given a pydantic ValidationError, return (field path, message) pairs."""
+    problems = []
+    for err in exc.errors(include_url=False):
+        msg = str(err["msg"])
+        msg = msg.removeprefix("Value error, ")
+        problems.append((error_path(tuple(err["loc"])), msg))
+    return problems
+
+
+# Fields the API adds to a stored config; a config file exported from the API may carry them.
+_SERVER_FIELDS = ("id", "createdAt", "updatedAt", "nextRunAt", "lastRun", "slug")
+
+
+def parse_config(document: Any) -> BackupConfig:
+    """Given a decoded JSON document, return the BackupConfig. Raise ConfigError."""
+    if isinstance(document, dict):
+        document = {k: v for k, v in document.items() if k not in _SERVER_FIELDS}
+    try:
+        return BackupConfig.model_validate(document)
+    except ValidationError as exc:
+        problems = validation_problems(exc)
+        lines = "; ".join(f"{path}: {msg}" for path, msg in problems)
+        raise ConfigError(f"invalid configuration: {lines}", problems) from exc
+
+
+def load_config_file(path: Path) -> BackupConfig:
+    """Given a JSON config file, return its BackupConfig. Raise ConfigError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from exc
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not valid JSON: {exc.msg} at line {exc.lineno} "
+            f"column {exc.colno}",
+            [("(document)", exc.msg)],
+        ) from exc
+    return parse_config(document)

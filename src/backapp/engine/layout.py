@@ -1,0 +1,197 @@
+"""Where a config's backups live in storage, and the commit marker ``backup.json``.
+
+    {prefix}/{config-slug}/{backup-id}/backup.json                 commit marker, plain JSON
+    {prefix}/{config-slug}/{backup-id}/manifest.jsonl.gz[.enc]     every entry of the snapshot
+    {prefix}/{config-slug}/{backup-id}/data.tar.gz[.enc]           the archive (.tar / .tar.zst)
+
+A backup exists only once its ``backup.json`` exists: it is written last, and
+deleted first.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from backapp.errors import ArchiveError, BackupNotFoundError, ObjectNotFoundError
+from backapp.storage import Storage, join_key
+
+MARKER = "backup.json"
+FORMAT_VERSION = 1
+_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
+
+
+def new_backup_id(now: datetime | None = None) -> str:
+    """Given a moment (default now), return a backup id that sorts by time."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"{moment:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def is_backup_id(value: str) -> bool:
+    """Given a string, return whether it has the shape of a backup id."""
+    return bool(_ID_RE.match(value))
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class StoredObject(_Doc):
+    """An object of a backup: its name inside the backup folder and its size."""
+
+    name: str
+    size: int
+    plain_size: int | None = None
+
+
+class CompressionInfo(_Doc):
+    """How the archive was compressed: algorithm, level and block size."""
+
+    algorithm: Literal["gzip", "zstd", "none"]
+    level: int | None = None
+    block_size: int
+
+
+class BackupStats(_Doc):
+    """What a backup holds and what it cost."""
+
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    hardlinks: int = 0
+    total_bytes: int = 0
+    new_files: int = 0
+    changed_files: int = 0
+    unchanged_files: int = 0
+    deleted_files: int = 0
+    files_skipped: int = 0
+    data_bytes: int = 0
+    stored_bytes: int = 0
+
+
+class BackupInfo(_Doc):
+    """The content of ``backup.json``: one committed backup."""
+
+    format_version: int = FORMAT_VERSION
+    backup_id: str
+    config_name: str
+    config_slug: str
+    type: Literal["full", "incremental"]
+    parent: str | None = None
+    chain: int = 0
+    requires: list[str] = Field(default_factory=list)
+    created_at: datetime
+    completed_at: datetime
+    encrypted: bool
+    compression: CompressionInfo
+    manifest: StoredObject
+    data: StoredObject
+    stats: BackupStats
+    sources: list[str]
+    host: str = ""
+    tool: str = ""
+
+    def to_bytes(self) -> bytes:
+        """Return the JSON document stored as ``backup.json``."""
+        doc = self.model_dump(mode="json", by_alias=True)
+        return (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode()
+
+
+class Repository:
+    """The backups of one config in one storage, under ``{prefix}/{slug}``."""
+
+    def __init__(self, storage: Storage, prefix: str, slug: str) -> None:
+        self.storage = storage
+        self.base = join_key(prefix, slug)
+
+    @property
+    def location(self) -> str:
+        """Return where the backups live, for messages."""
+        return f"{self.storage.description}/{self.base}"
+
+    def key(self, backup_id: str, name: str) -> str:
+        """Given a backup id and an object name, return the object's storage key."""
+        return join_key(self.base, backup_id, name)
+
+    def ids(self) -> list[str]:
+        """Return the ids of committed backups, oldest first."""
+        found = []
+        for obj in self.storage.list(self.base + "/"):
+            rest = obj.key[len(self.base) + 1 :]
+            parts = rest.split("/")
+            if len(parts) == 2 and parts[1] == MARKER and is_backup_id(parts[0]):
+                found.append(parts[0])
+        return sorted(found)
+
+    def uncommitted_ids(self) -> list[str]:
+        """Return ids of backup folders that have objects but no commit marker."""
+        folders: set[str] = set()
+        committed: set[str] = set()
+        for obj in self.storage.list(self.base + "/"):
+            parts = obj.key[len(self.base) + 1 :].split("/")
+            if len(parts) == 2 and is_backup_id(parts[0]):
+                folders.add(parts[0])
+                if parts[1] == MARKER:
+                    committed.add(parts[0])
+        return sorted(folders - committed)
+
+    def load(self, backup_id: str) -> BackupInfo:
+        """Given a backup id, return its BackupInfo. Raise BackupNotFoundError, ArchiveError."""
+        try:
+            raw = self.storage.get_bytes(self.key(backup_id, MARKER))
+        except ObjectNotFoundError as exc:
+            raise BackupNotFoundError(f"backup {backup_id} not found in {self.location}") from exc
+        try:
+            return BackupInfo.model_validate_json(raw)
+        except ValidationError as exc:
+            raise ArchiveError(
+                f"backup {backup_id}: backup.json is damaged ({exc.errors()[0]['msg']})"
+            ) from exc
+
+    def list(self) -> list[BackupInfo]:
+        """Return every committed backup, oldest first."""
+        return [self.load(backup_id) for backup_id in self.ids()]
+
+    def resolve(self, ref: str) -> str:
+        """Given 'latest', an id or a unique id prefix, return the id. Raise BackupNotFoundError."""
+        ids = self.ids()
+        if not ids:
+            raise BackupNotFoundError(f"no backups in {self.location}")
+        if ref == "latest":
+            return ids[-1]
+        if ref in ids:
+            return ref
+        matches = [i for i in ids if i.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise BackupNotFoundError(f"backup id {ref!r} is ambiguous: {', '.join(matches)}")
+        raise BackupNotFoundError(f"backup {ref!r} not found in {self.location}")
+
+    def commit(self, info: BackupInfo) -> None:
+        """Given a finished backup's info, write its commit marker (the last write)."""
+        self.storage.put_bytes(self.key(info.backup_id, MARKER), info.to_bytes())
+
+    def delete(self, backup_id: str) -> int:
+        """Given a backup id, delete it, marker first; return the number of objects removed."""
+        marker = self.key(backup_id, MARKER)
+        self.storage.delete(marker)
+        removed = 1
+        for obj in list(self.storage.list(join_key(self.base, backup_id) + "/")):
+            self.storage.delete(obj.key)
+            removed += 1
+        self.storage.abort_incomplete(join_key(self.base, backup_id) + "/")
+        return removed
+
+    def objects(self, backup_id: str) -> Iterator[tuple[str, int]]:
+        """Given a backup id, yield (name, size) of the objects in its folder."""
+        prefix = join_key(self.base, backup_id) + "/"
+        for obj in self.storage.list(prefix):
+            yield obj.key[len(prefix) :], obj.size

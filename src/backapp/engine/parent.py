@@ -1,0 +1,115 @@
+"""The parent of an incremental backup, read alongside the new scan.
+
+Manifests list entries in archive order, and a scan yields them in the same
+order, so looking a path up in the parent is a merge: the parent's manifest is
+read once, front to back, never held in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import IO
+
+from backapp.engine.crypto import MasterKey
+from backapp.engine.layout import BackupInfo, Repository
+from backapp.engine.manifest import Entry, ManifestReader
+from backapp.engine.objects import read_object
+from backapp.engine.streams import as_file
+from backapp.errors import IntegrityError
+
+logger = logging.getLogger(__name__)
+
+
+def order_key(path: str) -> tuple[str, ...]:
+    """Given an archive path, return the key that sorts entries in archive order."""
+    return tuple(path.split("/"))
+
+
+def open_manifest(repo: Repository, info: BackupInfo, master: MasterKey | None) -> ManifestReader:
+    """Given a backup, return a reader over its manifest, spooled locally first.
+
+    Spooling keeps a slow consumer from holding a storage connection open. Raise
+    StorageError, EncryptionKeyError, IntegrityError.
+    """
+    spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024)  # noqa: SIM115
+    try:
+        source = as_file(
+            read_object(
+                repo.storage,
+                repo.key(info.backup_id, info.manifest.name),
+                master,
+                encrypted=info.encrypted,
+                name=f"manifest of backup {info.backup_id}",
+            )
+        )
+        shutil.copyfileobj(source, spool, 1024 * 1024)
+        spool.seek(0)
+        return ManifestReader(spool, f"manifest of backup {info.backup_id}")
+    except BaseException:
+        spool.close()
+        raise
+
+
+class ParentCursor:
+    """Walks a parent manifest in step with a scan."""
+
+    def __init__(self, info: BackupInfo, reader: ManifestReader) -> None:
+        self.info = info
+        self._reader = reader
+        self._entries: Iterator[Entry] = iter(reader)
+        self._current: Entry | None = next(self._entries, None)
+        self._passed_files = 0
+
+    def lookup(self, path: str) -> Entry | None:
+        """Given the next scanned path, return the parent's entry for it, if any."""
+        key = order_key(path)
+        while self._current is not None and order_key(self._current.path) < key:
+            if self._current.type != "dir":
+                self._passed_files += 1  # in the parent, not in this scan: deleted
+            self._current = next(self._entries, None)
+        if self._current is not None and self._current.path == path:
+            found = self._current
+            self._current = next(self._entries, None)
+            return found
+        return None
+
+    def remaining_files(self) -> int:
+        """Return how many parent files the scan never reached (deleted since)."""
+        while self._current is not None:
+            if self._current.type != "dir":
+                self._passed_files += 1
+            self._current = next(self._entries, None)
+        return self._passed_files
+
+    def close(self) -> None:
+        """Release the spooled manifest."""
+        self._current = None
+
+
+def choose_parent(
+    repo: Repository, kind: str, full_every: int, master: MasterKey | None
+) -> tuple[ParentCursor | None, str]:
+    """Given a config's backup type, return the parent to build on (or None) and why.
+
+    The first backup, every ``full_every``-th one, and any backup whose encryption
+    setting differs from its would-be parent are full.
+    """
+    if kind != "incremental":
+        return None, ""
+    ids = repo.ids()
+    if not ids:
+        return None, "first backup of this config: full"
+    info = repo.load(ids[-1])
+    if info.chain + 1 >= full_every:
+        return None, f"every {full_every}th backup is full"
+    if info.encrypted != (master is not None):
+        return None, "encryption setting changed since the last backup: full"
+    try:
+        reader = open_manifest(repo, info, master)
+    except IntegrityError as exc:
+        logger.warning("parent %s unusable, making a full backup: %s", info.backup_id, exc)
+        return None, f"last backup's manifest is unreadable ({exc}): full"
+    return ParentCursor(info, reader), f"incremental on {info.backup_id}"

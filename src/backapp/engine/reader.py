@@ -1,0 +1,182 @@
+"""Random access to a backup's archive through its block table.
+
+The manifest's trailer lists the compressed size of every tar block, so any
+byte range of the tar stream maps to a range of compressed blocks (and, when
+encrypted, of AES-GCM segments). Restore, single-file download and full
+verification read only the blocks they need, decompressing on a thread pool.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from backapp.engine.compress import Codec, ParallelMap
+from backapp.engine.crypto import HEADER_SIZE, MasterKey, SegmentReader
+from backapp.engine.layout import BackupInfo, Repository
+from backapp.engine.manifest import Entry, Trailer
+from backapp.errors import EncryptionKeyError, IntegrityError, ObjectNotFoundError
+
+_GAP_BLOCKS = 8  # read through gaps this small rather than start a new request
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A piece of a file's data: the entry and the next chunk of its bytes."""
+
+    entry: Entry
+    data: bytes
+
+
+class ArchiveReader:
+    """Reads file data out of one backup's data object."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        info: BackupInfo,
+        trailer: Trailer,
+        master: MasterKey | None,
+        workers: int = 2,
+    ) -> None:
+        self.repo = repo
+        self.info = info
+        self.key = repo.key(info.backup_id, info.data.name)
+        self.name = f"{info.data.name} of backup {info.backup_id}"
+        self.codec = Codec(info.compression.algorithm, info.compression.level)
+        self.block_size = info.compression.block_size
+        self.tar_size = trailer.tar_size
+        self.sizes = trailer.blocks
+        self.offsets = [0, *itertools.accumulate(self.sizes)]
+        self.workers = workers
+        self._segments: SegmentReader | None = None
+        if info.encrypted:
+            if master is None:
+                raise EncryptionKeyError(
+                    f"backup {info.backup_id} is encrypted: set BACKUP_ENCRYPTION_KEY "
+                    "to the key it was made with"
+                )
+            head = repo.storage.head(self.key)
+            if head is None:
+                raise ObjectNotFoundError(f"{self.name} is missing")
+            header = b"".join(repo.storage.get(self.key, 0, HEADER_SIZE))
+            self._segments = SegmentReader(master, header, head.size, self.name)
+            compressed = self._segments.plain_size
+        else:
+            head = repo.storage.head(self.key)
+            if head is None:
+                raise ObjectNotFoundError(f"{self.name} is missing")
+            compressed = head.size
+        if compressed != self.offsets[-1]:
+            raise IntegrityError(
+                f"{self.name} has {compressed} bytes of archive data but its manifest "
+                f"expects {self.offsets[-1]}: the object is truncated or damaged"
+            )
+
+    def pieces(self, entries: list[Entry]) -> Iterator[Piece]:
+        """Given file entries stored in this backup, yield their data in offset order.
+
+        Every entry yields at least one piece (an empty file yields ``b""`` once).
+        Raise IntegrityError, StorageError.
+        """
+        wanted = sorted(entries, key=lambda e: e.offset or 0)
+        for entry in wanted:
+            if entry.size == 0:
+                yield Piece(entry, b"")
+        with_data = [e for e in wanted if e.size > 0]
+        for run, members in self._runs(with_data):
+            yield from self._read_run(run, members)
+
+    def _runs(self, entries: list[Entry]) -> Iterator[tuple[tuple[int, int], list[Entry]]]:
+        run: tuple[int, int] | None = None
+        members: list[Entry] = []
+        bs = self.block_size
+        for entry in entries:
+            assert entry.offset is not None
+            first = entry.offset // bs
+            last = (entry.offset + entry.size - 1) // bs
+            if last >= len(self.sizes) or entry.offset + entry.size > self.tar_size:
+                raise IntegrityError(f"{entry.path}: its data lies beyond the end of {self.name}")
+            if run is not None and first <= run[1] + _GAP_BLOCKS:
+                run = (run[0], max(run[1], last))
+                members.append(entry)
+                continue
+            if run is not None:
+                yield run, members
+            run, members = (first, last), [entry]
+        if run is not None:
+            yield run, members
+
+    def _read_run(self, run: tuple[int, int], members: list[Entry]) -> Iterator[Piece]:
+        first, last = run
+        bs = self.block_size
+        pending = list(members)
+        with ParallelMap(self._decompress, self.workers, self.workers * 2) as pmap:
+            block_index = first
+
+            def blocks() -> Iterator[tuple[int, bytes]]:
+                nonlocal block_index
+                for compressed in self._compressed_blocks(first, last):
+                    yield from pmap.submit((block_index, compressed))
+                    block_index += 1
+                yield from pmap.drain()
+
+            for index, plain in blocks():
+                start = index * bs
+                end = start + len(plain)
+                still: list[Entry] = []
+                for entry in pending:
+                    assert entry.offset is not None
+                    lo = max(entry.offset, start)
+                    hi = min(entry.offset + entry.size, end)
+                    if lo < hi:
+                        yield Piece(entry, plain[lo - start : hi - start])
+                    if entry.offset + entry.size > end:
+                        still.append(entry)
+                pending = still
+
+    def _decompress(self, item: tuple[int, bytes]) -> tuple[int, bytes]:
+        index, data = item
+        expected = min(self.block_size, self.tar_size - index * self.block_size)
+        try:
+            return index, self.codec.decompress(data, expected)
+        except IntegrityError as exc:
+            raise IntegrityError(f"{self.name}: block {index}: {exc}") from exc
+
+    def _compressed_blocks(self, first: int, last: int) -> Iterator[bytes]:
+        """Yield the compressed blocks first..last, each as one bytes object."""
+        lo, hi = self.offsets[first], self.offsets[last + 1]
+        buf = bytearray()
+        index = first
+        for chunk in self._compressed_range(lo, hi):
+            buf += chunk
+            while index <= last and len(buf) >= self.sizes[index]:
+                size = self.sizes[index]
+                yield bytes(buf[:size])
+                del buf[:size]
+                index += 1
+        if index <= last:
+            raise IntegrityError(f"{self.name} ended early (block {index} is missing)")
+
+    def _compressed_range(self, lo: int, hi: int) -> Iterator[bytes]:
+        if self._segments is None:
+            yield from self.repo.storage.get(self.key, lo, hi)
+            return
+        seg = self._segments
+        size = seg.segment_size
+        first, last = lo // size, (hi - 1) // size
+        start, end = seg.cipher_range(first, last)
+        buf = bytearray()
+        index = first
+        for chunk in self.repo.storage.get(self.key, start, end):
+            buf += chunk
+            while index <= last and len(buf) >= seg.sealed_length(index):
+                n = seg.sealed_length(index)
+                plain = seg.open(index, bytes(buf[:n]))
+                del buf[:n]
+                base = index * size
+                yield plain[max(0, lo - base) : max(0, min(len(plain), hi - base))]
+                index += 1
+        if index <= last:
+            raise IntegrityError(f"{self.name} ended early (segment {index} is missing)")

@@ -1,0 +1,488 @@
+"""Restore a backup (all of it, or chosen paths) into a target folder.
+
+Restore is driven by the manifest: it says what each entry is and where its
+bytes live (which backup, which offset of that backup's tar stream), so the
+archive's own headers are never trusted to name a path. Every path is checked
+before anything is written: no absolute paths, no ``..``, nothing written
+through a symlink. Symlinks and hard links are made last, directory modes and
+mtimes after their contents, and every file's SHA-256 is checked as it is
+written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import logging
+import os
+import stat
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pathspec
+
+from backapp.engine.crypto import MasterKey
+from backapp.engine.layout import BackupInfo, Repository
+from backapp.engine.manifest import Entry
+from backapp.engine.parent import open_manifest
+from backapp.engine.progress import CancelToken, Progress, ProgressCallback, Throttle
+from backapp.engine.reader import ArchiveReader
+from backapp.errors import RestoreError, TargetNotEmptyError
+
+logger = logging.getLogger(__name__)
+
+ExistingPolicy = Literal["refuse", "overwrite", "skip", "keep-both"]
+
+
+@dataclass
+class RestoreResult:
+    """What a restore wrote, skipped and could not restore."""
+
+    backup_id: str
+    target: str
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    hardlinks: int = 0
+    bytes: int = 0
+    skipped_existing: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    duration_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Return whether everything selected was restored exactly."""
+        return not self.errors
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the result as a camelCase JSON object."""
+        return {
+            "backupId": self.backup_id,
+            "status": "completed" if self.ok else "failed",
+            "target": self.target,
+            "filesRestored": self.files + self.symlinks + self.hardlinks,
+            "dirsRestored": self.dirs,
+            "bytesRestored": self.bytes,
+            "skippedExisting": self.skipped_existing,
+            "errors": [{"path": p, "message": m} for p, m in self.errors],
+            "durationSeconds": round(self.duration_seconds, 3),
+        }
+
+
+def check_entry_path(path: str) -> None:
+    """Given a manifest path, raise RestoreError unless it is a safe relative path."""
+    if not path or path.startswith("/") or "\x00" in path:
+        raise RestoreError(f"refusing unsafe path in backup: {path!r} (absolute or empty)")
+    for part in path.split("/"):
+        if part in ("", ".", ".."):
+            raise RestoreError(f"refusing unsafe path in backup: {path!r} (contains {part!r})")
+
+
+def _selector(include: list[str] | None) -> pathspec.PathSpec | None:
+    if not include:
+        return None
+    return pathspec.PathSpec.from_lines("gitwildmatch", include)
+
+
+def run_restore(
+    repo: Repository,
+    backup: str,
+    target: Path,
+    *,
+    master: MasterKey | None = None,
+    include: list[str] | None = None,
+    existing: ExistingPolicy = "refuse",
+    restore_owner: bool | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> RestoreResult:
+    """Given a repository, a backup ('latest' or an id) and a target folder, restore into it.
+
+    With ``existing="refuse"`` a non-empty target is refused; the other policies
+    decide what happens to files already there. Return the result (its ``errors``
+    name any file that could not be restored exactly). Raise BackupNotFoundError,
+    RestoreError, IntegrityError, StorageError, CancelledError.
+    """
+    started = time.monotonic()
+    cancel = cancel or CancelToken()
+    backup_id = repo.resolve(backup)
+    info = repo.load(backup_id)
+    target = target.absolute()
+    _prepare_target(target, existing)
+    select = _selector(include)
+    if restore_owner is None:
+        restore_owner = os.geteuid() == 0
+
+    # Pass 1: read the manifest, check every path, and plan the work.
+    reader = open_manifest(repo, info, master)
+    plan = _Plan()
+    for entry in reader:
+        check_entry_path(entry.path)
+        if entry.type == "hardlink" and entry.target is not None:
+            check_entry_path(entry.target)
+        plan.add(entry, select)
+    if select is not None and plan.missing_link_targets():
+        # Hard links whose first path was not selected: restore them from that file's data.
+        for entry in open_manifest(repo, info, master):
+            plan.resolve_link_target(entry)
+    if select is not None and not plan.anything():
+        raise RestoreError(f"nothing in backup {backup_id} matches {', '.join(include or [])}")
+
+    job = _RestoreJob(repo, info, target, master, existing, restore_owner, progress, cancel)
+    job.progress.files_total = plan.file_count
+    job.progress.bytes_total = plan.byte_count
+    job.progress.counting = False
+    try:
+        job.run(plan)
+    finally:
+        job.result.duration_seconds = time.monotonic() - started
+    logger.info(
+        "restore of %s into %s: %d files, %d bytes, %d errors",
+        backup_id,
+        target,
+        job.result.files,
+        job.result.bytes,
+        len(job.result.errors),
+    )
+    return job.result
+
+
+def _prepare_target(target: Path, existing: ExistingPolicy) -> None:
+    if target.is_symlink() and existing == "refuse":
+        raise RestoreError(f"restore target {target} is a symlink; give the real folder")
+    if target.exists():
+        if not target.is_dir():
+            raise RestoreError(f"restore target {target} exists and is not a folder")
+        if existing == "refuse" and any(target.iterdir()):
+            raise TargetNotEmptyError(
+                f"restore target {target} is not empty; choose an empty folder or "
+                "allow overwriting (--overwrite)"
+            )
+    else:
+        try:
+            target.mkdir(parents=True)
+        except OSError as exc:
+            raise RestoreError(f"cannot create restore target {target}: {exc.strerror}") from exc
+
+
+class _Plan:
+    """The selected entries of a manifest, grouped for restoring."""
+
+    def __init__(self) -> None:
+        self.dirs: list[Entry] = []
+        self.files: dict[str | None, list[Entry]] = defaultdict(list)
+        self.links: list[Entry] = []
+        self.symlink_paths: set[str] = set()
+        self.file_count = 0
+        self.byte_count = 0
+        self._selected_files: set[str] = set()
+        self._wanted_targets: dict[str, list[Entry]] = defaultdict(list)
+
+    def add(self, entry: Entry, select: pathspec.PathSpec | None) -> None:
+        if entry.type == "symlink":
+            self.symlink_paths.add(entry.path)
+        if select is not None:
+            probe = entry.path + "/" if entry.type == "dir" else entry.path
+            if not select.match_file(probe):
+                return
+        if entry.type == "dir":
+            self.dirs.append(entry)
+        elif entry.type == "file":
+            self.files[entry.backup].append(entry)
+            self._selected_files.add(entry.path)
+            self.file_count += 1
+            self.byte_count += entry.size
+        else:
+            self.links.append(entry)
+            self.file_count += 1
+            if entry.type == "hardlink":
+                assert entry.target is not None
+                self._wanted_targets[entry.target].append(entry)
+
+    def missing_link_targets(self) -> bool:
+        return any(t not in self._selected_files for t in self._wanted_targets)
+
+    def resolve_link_target(self, entry: Entry) -> None:
+        if entry.type != "file" or entry.path in self._selected_files:
+            return
+        links = self._wanted_targets.get(entry.path)
+        if not links:
+            return
+        # The first selected link becomes a regular file; the others link to it.
+        first, *rest = links
+        self.links.remove(first)
+        as_file = Entry(**{**_fields(first), "type": "file", "target": None})
+        for name in ("size", "sha256", "backup", "offset"):
+            setattr(as_file, name, getattr(entry, name))
+        as_file.backup = entry.backup
+        self.files[entry.backup].append(as_file)
+        self._selected_files.add(first.path)
+        self.byte_count += entry.size
+        for link in rest:
+            link.target = first.path
+
+    def anything(self) -> bool:
+        return bool(self.dirs or self.files or self.links)
+
+
+def _fields(entry: Entry) -> dict[str, Any]:
+    return {name: getattr(entry, name) for name in Entry.__slots__}
+
+
+class _RestoreJob:
+    def __init__(
+        self,
+        repo: Repository,
+        info: BackupInfo,
+        target: Path,
+        master: MasterKey | None,
+        existing: ExistingPolicy,
+        restore_owner: bool,
+        progress: ProgressCallback | None,
+        cancel: CancelToken,
+    ) -> None:
+        self.repo = repo
+        self.info = info
+        self.root = str(target)
+        self.master = master
+        self.existing = existing
+        self.owner = restore_owner
+        self.cancel = cancel
+        self.progress = Progress(phase="restoring")
+        self.report = Throttle(progress)
+        self.result = RestoreResult(backup_id=info.backup_id, target=self.root)
+        self._safe_dirs: set[str] = {""}
+        self._symlinks: set[str] = set()
+
+    def run(self, plan: _Plan) -> None:
+        self._symlinks = plan.symlink_paths
+        for entry in plan.dirs:
+            self.cancel.raise_if_cancelled()
+            self._make_dir(entry)
+        for backup_id, entries in plan.files.items():
+            self._restore_files(backup_id, entries)
+        for entry in plan.links:
+            self.cancel.raise_if_cancelled()
+            self._make_link(entry)
+        # Directory metadata last, deepest first, so writing children does not disturb it.
+        for entry in sorted(plan.dirs, key=lambda e: e.path.count("/"), reverse=True):
+            self._apply_meta(entry, self._dest(entry.path), is_dir=True)
+        self.progress.phase = "completed"
+        self.report(self.progress, force=True)
+
+    # -- paths ---------------------------------------------------------------
+
+    def _dest(self, path: str) -> str:
+        return f"{self.root}/{path}"
+
+    def _ensure_parent(self, path: str) -> None:
+        """Create the parents of path, refusing to pass through a symlink or a file."""
+        parent = path.rpartition("/")[0]
+        if parent in self._safe_dirs:
+            return
+        parts = parent.split("/")
+        for i in range(1, len(parts) + 1):
+            sub = "/".join(parts[:i])
+            if sub in self._safe_dirs:
+                continue
+            if sub in self._symlinks:
+                raise RestoreError(f"refusing {path!r}: it lies beneath the symlink {sub!r}")
+            full = self._dest(sub)
+            try:
+                st = os.lstat(full)
+            except FileNotFoundError:
+                os.mkdir(full, 0o700)
+            else:
+                if stat.S_ISLNK(st.st_mode):
+                    raise RestoreError(
+                        f"refusing {path!r}: {full} is a symlink and restore never writes "
+                        "through links"
+                    )
+                if not stat.S_ISDIR(st.st_mode):
+                    raise RestoreError(f"refusing {path!r}: {full} exists and is not a folder")
+            self._safe_dirs.add(sub)
+
+    def _make_dir(self, entry: Entry) -> None:
+        try:
+            self._ensure_parent(entry.path)
+            full = self._dest(entry.path)
+            try:
+                os.mkdir(full, 0o700)
+            except FileExistsError:
+                st = os.lstat(full)
+                if not stat.S_ISDIR(st.st_mode):
+                    raise RestoreError(
+                        f"refusing {entry.path!r}: {full} exists and is not a folder"
+                    ) from None
+            self._safe_dirs.add(entry.path)
+            self.result.dirs += 1
+        except (RestoreError, OSError) as exc:
+            self._error(entry.path, exc)
+
+    # -- files ---------------------------------------------------------------
+
+    def _restore_files(self, backup_id: str | None, entries: list[Entry]) -> None:
+        source = self.info
+        if backup_id is not None and backup_id != self.info.backup_id:
+            source = self.repo.load(backup_id)
+        reader = open_manifest(self.repo, source, self.master)
+        trailer = reader.read_trailer()
+        archive = ArchiveReader(self.repo, source, trailer, self.master)
+        current: _OpenFile | None = None
+        try:
+            for piece in archive.pieces(entries):
+                if current is None or current.entry is not piece.entry:
+                    if current is not None:
+                        self._finish_file(current)
+                    self.cancel.raise_if_cancelled()
+                    current = self._open_file(piece.entry)
+                current.write(piece.data)
+                self.progress.bytes_done += len(piece.data)
+                self.report(self.progress)
+            if current is not None:
+                self._finish_file(current)
+                current = None
+        finally:
+            if current is not None:  # interrupted mid-file: leave no partial file behind
+                current.close()
+                if current.dest is not None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(current.dest)
+
+    def _open_file(self, entry: Entry) -> _OpenFile:
+        self.progress.current = entry.path
+        try:
+            self._ensure_parent(entry.path)
+            dest = self._existing(entry.path)
+            if dest is None:
+                self.result.skipped_existing += 1
+                return _OpenFile(entry, None, None)
+            fd = os.open(
+                dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+            )
+            return _OpenFile(entry, fd, dest)
+        except (RestoreError, OSError) as exc:
+            self._error(entry.path, exc)
+            return _OpenFile(entry, None, None)
+
+    def _finish_file(self, handle: _OpenFile) -> None:
+        entry = handle.entry
+        handle.close()
+        self.progress.files_done += 1
+        if handle.dest is None:
+            return
+        if handle.failure is not None:
+            self._error(entry.path, handle.failure)
+            with contextlib.suppress(OSError):
+                os.unlink(handle.dest)
+            return
+        if handle.written != entry.size or handle.digest.hexdigest() != entry.sha256:
+            self._error(
+                entry.path,
+                RestoreError("restored content does not match the backup's SHA-256 (damaged data)"),
+            )
+            return
+        self._apply_meta(entry, handle.dest)
+        self.result.files += 1
+        self.result.bytes += handle.written
+
+    def _existing(self, path: str) -> str | None:
+        """Given an entry path, clear the way for it per the policy; return where to write."""
+        dest = self._dest(path)
+        try:
+            st = os.lstat(dest)
+        except FileNotFoundError:
+            return dest
+        if self.existing == "refuse":
+            raise RestoreError(f"{dest} already exists (listed twice in the backup?)")
+        if self.existing == "skip":
+            return None
+        if self.existing == "keep-both":
+            n = 0
+            while True:
+                suffix = f".restored-{self.info.backup_id}" + (f"-{n}" if n else "")
+                candidate = dest + suffix
+                if not os.path.lexists(candidate):
+                    return candidate
+                n += 1
+        if stat.S_ISDIR(st.st_mode):
+            raise RestoreError(f"{dest} is a folder in the target; not replaced by a file")
+        os.unlink(dest)  # a file or a link: the link itself goes, never its target
+        return dest
+
+    # -- links and metadata ----------------------------------------------------
+
+    def _make_link(self, entry: Entry) -> None:
+        assert entry.target is not None
+        try:
+            self._ensure_parent(entry.path)
+            dest = self._existing(entry.path)
+            if dest is None:
+                self.result.skipped_existing += 1
+                return
+            if entry.type == "symlink":
+                os.symlink(entry.target, dest)
+                self._apply_meta(entry, dest, is_link=True)
+                self.result.symlinks += 1
+            else:
+                check_entry_path(entry.target)
+                source = self._dest(entry.target)
+                if not os.path.isfile(source) or os.path.islink(source):
+                    raise RestoreError(f"hard link target {entry.target!r} was not restored")
+                os.link(source, dest, follow_symlinks=False)
+                self.result.hardlinks += 1
+        except (RestoreError, OSError) as exc:
+            self._error(entry.path, exc)
+        self.progress.files_done += 1
+
+    def _apply_meta(
+        self, entry: Entry, dest: str, *, is_dir: bool = False, is_link: bool = False
+    ) -> None:
+        try:
+            if self.owner:
+                os.lchown(dest, entry.uid, entry.gid)
+            if not is_link:
+                os.chmod(dest, entry.mode)
+            os.utime(dest, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=not is_link)
+        except OSError as exc:
+            if is_dir and exc.errno == errno.ENOENT:
+                return  # the directory could not be made: already reported
+            self._error(entry.path, exc)
+
+    def _error(self, path: str, exc: BaseException) -> None:
+        message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        logger.warning("restore: %s: %s", path, message)
+        self.result.errors.append((path, message))
+
+
+class _OpenFile:
+    def __init__(self, entry: Entry, fd: int | None, dest: str | None) -> None:
+        self.entry = entry
+        self.fd = fd
+        self.dest = dest
+        self.written = 0
+        self.digest = hashlib.sha256()
+        self.failure: OSError | None = None
+
+    def write(self, data: bytes) -> None:
+        self.digest.update(data)
+        self.written += len(data)
+        if self.fd is None:
+            return
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
+        except OSError as exc:  # e.g. disk full: this file fails, the restore goes on
+            self.failure = exc
+            self.close()
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None

@@ -1,0 +1,194 @@
+"""Walk the sources of a config: what to back up, in a stable order.
+
+Entries come depth-first with the names of each directory sorted, so two scans
+of the same tree (and the manifests made from them) are in the same order.
+Symlinks are reported as links and never followed; FIFOs, sockets and devices
+are skipped without being opened; anything unreadable is skipped and counted.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import stat
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from backapp.domain.config import Source
+from backapp.domain.patterns import PatternFilter
+from backapp.errors import SourceError
+
+
+@dataclass(slots=True)
+class ScanEntry:
+    """One entry to back up: archive path (no leading '/'), absolute path, kind, lstat."""
+
+    path: str
+    abspath: str
+    kind: str  # "file" | "dir" | "symlink"
+    st: os.stat_result
+
+
+@dataclass
+class SkipLog:
+    """Counts what was skipped (or stored imperfectly) and why, keeping a sample of paths."""
+
+    limit: int = 200
+    count: int = 0
+    warnings: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    samples: list[tuple[str, str]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def skip(self, path: str, reason: str) -> None:
+        """Given a path and a reason, record that it was not backed up."""
+        with self._lock:
+            self.count += 1
+            self._note(path, reason)
+
+    def warn(self, path: str, reason: str) -> None:
+        """Given a path and a reason, record that it was stored, but not cleanly."""
+        with self._lock:
+            self.warnings += 1
+            self._note(path, reason)
+
+    def _note(self, path: str, reason: str) -> None:
+        self.reasons[reason] += 1
+        if len(self.samples) < self.limit:
+            self.samples.append((path, reason))
+
+    def summary(self) -> str:
+        """Return a one-line summary such as '3 skipped: 2 permission denied, 1 fifo'."""
+        parts = [f"{n} {reason}" for reason, n in self.reasons.most_common()]
+        return ", ".join(parts)
+
+
+def os_reason(exc: OSError) -> str:
+    """Given an OSError, return a short lowercase reason for a skip log."""
+    if exc.errno == errno.ENOENT:
+        return "vanished during backup"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if exc.errno == errno.ELOOP:
+        return "changed into a symlink during backup"
+    return (exc.strerror or str(exc)).lower()
+
+
+_SPECIAL = {
+    stat.S_IFIFO: "fifo skipped",
+    stat.S_IFSOCK: "socket skipped",
+    stat.S_IFCHR: "character device skipped",
+    stat.S_IFBLK: "block device skipped",
+}
+
+
+def archive_path(source_root: str, rel: str) -> str:
+    """Given a source directory and a path relative to it, return the archive path."""
+    base = source_root.strip("/")
+    if not rel:
+        return base
+    return f"{base}/{rel}" if base else rel
+
+
+def sorted_sources(sources: list[Source]) -> list[Source]:
+    """Given sources, return them in archive order. Raise SourceError if they overlap."""
+    ordered = sorted(sources, key=lambda s: s.path.strip("/").split("/"))
+    for a, b in itertools.pairwise(ordered):
+        outer = a.path.rstrip("/") + "/"
+        if b.path.startswith(outer) or a.path == "/":
+            raise SourceError(f"sources overlap: {b.path} is inside {a.path}")
+    return ordered
+
+
+def check_sources(sources: list[Source]) -> None:
+    """Given sources, check each is an existing directory. Raise SourceError."""
+    sorted_sources(sources)
+    for src in sources:
+        try:
+            st = os.stat(src.path)
+        except FileNotFoundError as exc:
+            raise SourceError(f"source {src.path} does not exist") from exc
+        except OSError as exc:
+            raise SourceError(f"source {src.path} cannot be read: {os_reason(exc)}") from exc
+        if not stat.S_ISDIR(st.st_mode):
+            raise SourceError(f"source {src.path} is not a directory")
+
+
+def scan(sources: list[Source], skips: SkipLog) -> Iterator[ScanEntry]:
+    """Given sources, yield every entry to back up, in archive order; record skips."""
+    for src in sorted_sources(sources):
+        yield from _scan_source(src, skips)
+
+
+def _scan_source(src: Source, skips: SkipLog) -> Iterator[ScanEntry]:
+    filt = PatternFilter.from_patterns(src.include_patterns, src.exclude_patterns)
+    root = src.path
+    try:
+        # The source itself may be a symlink to a directory: follow it (only there).
+        root_st = os.stat(root)
+    except OSError as exc:
+        raise SourceError(f"source {root} cannot be read: {os_reason(exc)}") from exc
+    if not stat.S_ISDIR(root_st.st_mode):
+        raise SourceError(f"source {root} is not a directory")
+    if archive_path(root, ""):
+        yield ScanEntry(archive_path(root, ""), root, "dir", root_st)
+
+    # With include patterns, a directory is emitted only once something under it is
+    # kept (or it matches itself), so `pending` holds the not-yet-emitted ancestors.
+    pending: list[ScanEntry] = []
+    stack: list[tuple[str, str, Iterator[os.DirEntry[str]], ScanEntry | None]] = []
+
+    def open_dir(abspath: str, rel: str, entry: ScanEntry | None) -> None:
+        try:
+            with os.scandir(abspath) as it:
+                children = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            skips.skip(archive_path(root, rel) + "/", f"directory unreadable: {os_reason(exc)}")
+            children = []
+        stack.append((abspath, rel, iter(children), entry))
+
+    open_dir(root, "", None)
+    while stack:
+        _, rel, children, dir_entry = stack[-1]
+        child = next(children, None)
+        if child is None:
+            stack.pop()
+            if dir_entry is not None and pending and pending[-1] is dir_entry:
+                if filt.included(rel, True):
+                    yield from pending  # its ancestors, then the directory itself
+                    pending.clear()
+                else:
+                    pending.pop()
+            continue
+        child_rel = f"{rel}/{child.name}" if rel else child.name
+        path = archive_path(root, child_rel)
+        try:
+            st = child.stat(follow_symlinks=False)
+        except OSError as exc:
+            skips.skip(path, os_reason(exc))
+            continue
+        fmt = stat.S_IFMT(st.st_mode)
+        if fmt == stat.S_IFDIR:
+            if filt.excluded(child_rel, True):
+                continue
+            entry = ScanEntry(path, child.path, "dir", st)
+            if filt.include is None:
+                yield entry
+            else:
+                pending.append(entry)
+            open_dir(child.path, child_rel, entry)
+            continue
+        if fmt in _SPECIAL:
+            if not filt.excluded(child_rel, False) and filt.included(child_rel, False):
+                skips.skip(path, _SPECIAL[fmt])
+            continue
+        if filt.excluded(child_rel, False) or not filt.included(child_rel, False):
+            continue
+        kind = "symlink" if fmt == stat.S_IFLNK else "file"
+        # Emit the ancestors this entry needs, outermost first.
+        yield from pending
+        pending.clear()
+        yield ScanEntry(path, child.path, kind, st)

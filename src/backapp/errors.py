@@ -1,0 +1,114 @@
+"""The errors BackApp raises, as one tree, free of HTTP and exit codes.
+
+    BackappError
+    ├── ConfigError                 a configuration (file or document) is invalid
+    ├── EncryptionKeyError          BACKUP_ENCRYPTION_KEY missing, malformed or too short
+    ├── SourceError                 a source directory is missing or not a directory
+    ├── StorageError                anything that went wrong talking to storage
+    │   ├── StorageCredentialsError     no credentials ("AWS credentials not configured")
+    │   ├── StorageConnectionError      unreachable endpoint or bucket
+    │   │                               ("Failed to connect to S3 bucket")
+    │   ├── StoragePermissionError      the store refused the operation
+    │   └── ObjectNotFoundError         an object that should exist does not
+    ├── IntegrityError              stored data is damaged or cannot be authenticated
+    │   ├── WrongKeyError               the object was encrypted with another key
+    │   ├── TamperedError               a segment failed authentication (modified or reordered)
+    │   ├── TruncatedError              the object ends before its final segment
+    │   └── ArchiveError                an archive or manifest cannot be parsed
+    ├── BackupNotFoundError         no backup with that id (or no backup at all)
+    ├── RestoreError                a restore was refused (unsafe path, …)
+    │   └── TargetNotEmptyError         the target folder is not empty and overwriting was not allowed
+    └── CancelledError              the run was cancelled on request
+
+Foreign exceptions (botocore, OSError, SQLAlchemy) are translated where they
+enter, with ``raise OurError(...) from exc``.
+"""
+
+from __future__ import annotations
+
+
+class BackappError(Exception):
+    """Base class of every error BackApp raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(BackappError):
+    """A configuration is invalid; ``problems`` lists (field path, message) pairs."""
+
+    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+
+class EncryptionKeyError(BackappError):
+    """The encryption key is missing, malformed or too short."""
+
+
+class SourceError(BackappError):
+    """A source directory cannot be backed up at all."""
+
+
+class StorageError(BackappError):
+    """Storage failed; ``transient`` says whether retrying may help."""
+
+    transient = False
+
+
+class StorageCredentialsError(StorageError):
+    """No credentials were found for the storage."""
+
+
+class StorageConnectionError(StorageError):
+    """The storage endpoint or bucket cannot be reached."""
+
+    transient = True
+
+
+class StoragePermissionError(StorageError):
+    """The storage refused the operation (access denied)."""
+
+
+class ObjectNotFoundError(StorageError):
+    """An object that should exist is missing."""
+
+
+class IntegrityError(BackappError):
+    """Stored data is damaged or cannot be authenticated."""
+
+
+class WrongKeyError(IntegrityError):
+    """The object was encrypted with a different key."""
+
+
+class TamperedError(IntegrityError):
+    """A segment failed authentication: modified, corrupted or reordered."""
+
+
+class TruncatedError(IntegrityError):
+    """The object ends before its final segment."""
+
+
+class ArchiveError(IntegrityError):
+    """An archive or manifest is malformed."""
+
+
+class BackupNotFoundError(BackappError):
+    """No backup matches the requested id."""
+
+
+class RestoreError(BackappError):
+    """A restore was refused or could not be completed safely."""
+
+
+class TargetNotEmptyError(RestoreError):
+    """The restore target is not empty and no overwrite policy was chosen."""
+
+
+class CancelledError(BackappError):
+    """The operation was cancelled on request."""
