@@ -206,7 +206,7 @@ def decrypt(
     partial = output.with_name(f".{output.name}.partial") if not to_stdout else None
     try:
         with infile:
-            out: Any = sys.stdout.buffer if to_stdout else open(partial, "wb")  # noqa: SIM115
+            out: Any = sys.stdout.buffer if partial is None else open(partial, "wb")  # noqa: SIM115
             try:
                 for chunk in decrypt_stream(file_chunks(infile), key, source.name):
                     out.write(chunk)

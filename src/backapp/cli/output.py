@@ -27,13 +27,20 @@ from backapp.errors import (
     ConfigError,
     EncryptionKeyError,
     TargetNotEmptyError,
+    WrongKeyError,
 )
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 
-_BAD_INPUT = (ConfigError, EncryptionKeyError, BackupNotFoundError, TargetNotEmptyError)
+_BAD_INPUT = (
+    ConfigError,
+    EncryptionKeyError,
+    WrongKeyError,
+    BackupNotFoundError,
+    TargetNotEmptyError,
+)
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 out_console = Console(highlight=False, soft_wrap=True)

@@ -155,7 +155,7 @@ class ScheduleSpec(_Model):
     @field_validator("cron_expression")
     @classmethod
     def _cron(cls, value: str) -> str:
-        return _wrap(check_cron, value)
+        return str(_wrap(check_cron, value))
 
     @field_validator("timezone")
     @classmethod
@@ -180,7 +180,7 @@ class Options(_Model):
     @field_validator("verify_schedule")
     @classmethod
     def _verify(cls, value: str | None) -> str | None:
-        return None if value in (None, "") else _wrap(check_cron, value)
+        return None if value is None or value == "" else str(_wrap(check_cron, value))
 
 
 class BackupConfig(_Model):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pathspec
 
@@ -12,7 +13,7 @@ def check_patterns(patterns: list[str]) -> list[str]:
     cleaned = [p for p in patterns if p.strip()]
     for pattern in cleaned:
         try:
-            pathspec.PathSpec.from_lines("gitwildmatch", [pattern])
+            pathspec.GitIgnoreSpec.from_lines([pattern])
         except (ValueError, TypeError) as exc:
             raise ValueError(f"invalid pattern {pattern!r}: {exc}") from exc
     return cleaned
@@ -27,15 +28,15 @@ class PatternFilter:
     match or lead to a kept file.
     """
 
-    include: pathspec.PathSpec | None
-    exclude: pathspec.PathSpec | None
+    include: pathspec.PathSpec[Any] | None
+    exclude: pathspec.PathSpec[Any] | None
 
     @classmethod
     def from_patterns(cls, include: list[str], exclude: list[str]) -> PatternFilter:
         """Given include and exclude pattern lists, return the filter."""
         return cls(
-            include=pathspec.PathSpec.from_lines("gitwildmatch", include) if include else None,
-            exclude=pathspec.PathSpec.from_lines("gitwildmatch", exclude) if exclude else None,
+            include=pathspec.GitIgnoreSpec.from_lines(include) if include else None,
+            exclude=pathspec.GitIgnoreSpec.from_lines(exclude) if exclude else None,
         )
 
     def excluded(self, rel: str, is_dir: bool) -> bool:

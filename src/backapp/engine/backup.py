@@ -23,7 +23,7 @@ from typing import Any
 from backapp import __version__
 from backapp.domain.config import BackupConfig
 from backapp.engine.compress import DEFAULT_BLOCK_SIZE, Codec, ParallelMap, codec_for
-from backapp.engine.crypto import Encryptor, MasterKey
+from backapp.engine.crypto import DEFAULT_SEGMENT_SIZE, Encryptor, MasterKey
 from backapp.engine.layout import (
     BackupInfo,
     BackupStats,
@@ -109,6 +109,7 @@ def run_backup(
     cancel: CancelToken | None = None,
     now: datetime | None = None,
     block_size: int = DEFAULT_BLOCK_SIZE,
+    segment_size: int = DEFAULT_SEGMENT_SIZE,
     workers: int | None = None,
 ) -> BackupResult:
     """Given a config and its storage, back up its sources and return the result.
@@ -138,6 +139,7 @@ def run_backup(
         codec=codec,
         master=master,
         block_size=block_size,
+        segment_size=segment_size,
         workers=workers or min(4, os.cpu_count() or 2),
         cancel=cancel,
         progress=progress,
@@ -182,6 +184,7 @@ class _BackupJob:
         codec: Codec,
         master: MasterKey | None,
         block_size: int,
+        segment_size: int,
         workers: int,
         cancel: CancelToken,
         progress: ProgressCallback | None,
@@ -193,6 +196,7 @@ class _BackupJob:
         self.codec = codec
         self.master = master
         self.block_size = block_size
+        self.segment_size = segment_size
         self.workers = workers
         self.cancel = cancel
         self.parent = parent
@@ -298,7 +302,7 @@ class _BackupJob:
     def _write_data(self, manifest: ManifestWriter) -> tuple[Any, int]:
         key = self.repo.key(self.backup_id, self.data_name)
         self._writer = self.repo.storage.open_writer(key, on_transfer=self._on_transfer)
-        self._encryptor = Encryptor(self.master) if self.master else None
+        self._encryptor = Encryptor(self.master, self.segment_size) if self.master else None
         with ParallelMap(self.codec.compress, self.workers, max_pending=self.workers * 2) as pmap:
 
             def emit(block: bytearray) -> None:
@@ -391,8 +395,8 @@ class _BackupJob:
             self._done_file(entry.size)
             return entry
 
-        entry = self._store_file(sink, item)
-        if entry is None:
+        stored = self._store_file(sink, item)
+        if stored is None:
             return None
         if previous is None:
             self.stats.new_files += 1
@@ -400,7 +404,7 @@ class _BackupJob:
             self.stats.changed_files += 1
         if st.st_nlink > 1:
             self.hardlinks[link_key] = (item.path, True)
-        return entry
+        return stored
 
     @property
     def parent_id(self) -> str | None:

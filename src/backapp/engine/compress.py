@@ -42,7 +42,7 @@ class Codec:
             comp = zlib.compressobj(self.level or 6, zlib.DEFLATED, 31)
             return comp.compress(block) + comp.flush()
         if self.algorithm == "zstd":
-            return _zstd_compressor(self.level or 3).compress(bytes(block))
+            return bytes(_zstd_compressor(self.level or 3).compress(bytes(block)))
         return bytes(block)
 
     def decompress(self, data: bytes, expected: int | None = None) -> bytes:

@@ -25,13 +25,14 @@ from backapp.storage import Storage, join_key
 
 MARKER = "backup.json"
 FORMAT_VERSION = 1
-_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
+_ID_RE = re.compile(r"^\d{8}T\d{6}(\.\d{3})?Z-[0-9a-f]{6}$")
 
 
 def new_backup_id(now: datetime | None = None) -> str:
     """Given a moment (default now), return a backup id that sorts by time."""
     moment = (now or datetime.now(UTC)).astimezone(UTC)
-    return f"{moment:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    # Milliseconds keep two backups made within one second in order ("latest" is the last).
+    return f"{moment:%Y%m%dT%H%M%S}.{moment.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"
 
 
 def is_backup_id(value: str) -> bool:

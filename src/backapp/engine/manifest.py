@@ -159,7 +159,7 @@ class ManifestReader:
 
     def __init__(self, gzip_stream: IO[bytes], name: str = "manifest") -> None:
         self._name = name
-        self._lines = io.BufferedReader(gzip.GzipFile(fileobj=gzip_stream, mode="rb"))  # type: ignore[arg-type]
+        self._lines = io.BufferedReader(gzip.GzipFile(fileobj=gzip_stream, mode="rb"))
         first = self._next()
         if first is None or first.get("manifest") != MANIFEST_VERSION:
             raise ArchiveError(f"{name} is not a BackApp manifest (or of an unknown version)")

@@ -82,10 +82,10 @@ def check_entry_path(path: str) -> None:
             raise RestoreError(f"refusing unsafe path in backup: {path!r} (contains {part!r})")
 
 
-def _selector(include: list[str] | None) -> pathspec.PathSpec | None:
+def _selector(include: list[str] | None) -> pathspec.PathSpec[Any] | None:
     if not include:
         return None
-    return pathspec.PathSpec.from_lines("gitwildmatch", include)
+    return pathspec.GitIgnoreSpec.from_lines(include)
 
 
 def run_restore(
@@ -182,7 +182,7 @@ class _Plan:
         self._selected_files: set[str] = set()
         self._wanted_targets: dict[str, list[Entry]] = defaultdict(list)
 
-    def add(self, entry: Entry, select: pathspec.PathSpec | None) -> None:
+    def add(self, entry: Entry, select: pathspec.PathSpec[Any] | None) -> None:
         if entry.type == "symlink":
             self.symlink_paths.add(entry.path)
         if select is not None:
@@ -332,26 +332,26 @@ class _RestoreJob:
         reader = open_manifest(self.repo, source, self.master)
         trailer = reader.read_trailer()
         archive = ArchiveReader(self.repo, source, trailer, self.master)
-        current: _OpenFile | None = None
+        # Usually one file is open at a time; entries sharing data (same offset) overlap.
+        open_files: dict[int, _OpenFile] = {}
         try:
             for piece in archive.pieces(entries):
-                if current is None or current.entry is not piece.entry:
-                    if current is not None:
-                        self._finish_file(current)
+                handle = open_files.get(id(piece.entry))
+                if handle is None:
                     self.cancel.raise_if_cancelled()
-                    current = self._open_file(piece.entry)
-                current.write(piece.data)
+                    handle = open_files[id(piece.entry)] = self._open_file(piece.entry)
+                handle.write(piece.data)
                 self.progress.bytes_done += len(piece.data)
                 self.report(self.progress)
-            if current is not None:
-                self._finish_file(current)
-                current = None
+                if handle.written >= piece.entry.size:
+                    del open_files[id(piece.entry)]
+                    self._finish_file(handle)
         finally:
-            if current is not None:  # interrupted mid-file: leave no partial file behind
-                current.close()
-                if current.dest is not None:
+            for handle in open_files.values():  # interrupted mid-file: no partial files left
+                handle.close()
+                if handle.dest is not None:
                     with contextlib.suppress(OSError):
-                        os.unlink(current.dest)
+                        os.unlink(handle.dest)
 
     def _open_file(self, entry: Entry) -> _OpenFile:
         self.progress.current = entry.path

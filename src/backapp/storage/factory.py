@@ -1,0 +1,35 @@
+"""Build the Storage a destination describes, wrapped for retries and a bandwidth limit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from backapp.domain.config import LocalDestination, S3Destination
+from backapp.storage.base import Storage
+from backapp.storage.local import LocalStorage
+from backapp.storage.s3 import S3Storage
+from backapp.storage.wrappers import RetryingStorage, ThrottledStorage
+
+
+def open_storage(
+    destination: S3Destination | LocalDestination,
+    *,
+    default_endpoint: str | None = None,
+    bandwidth_kbps: int | None = None,
+) -> Storage:
+    """Given a destination, return its Storage with retries (and a KB/s limit if given).
+
+    ``default_endpoint`` (the AWS_S3_ENDPOINT setting) serves S3 destinations without an
+    endpoint of their own. The destination's prefix is not applied here: callers join it
+    into their keys. Nothing is contacted yet; call ``check()`` for that.
+    """
+    backend: Storage
+    if isinstance(destination, LocalDestination):
+        backend = LocalStorage(Path(destination.path))
+    else:
+        endpoint = destination.endpoint or default_endpoint or None
+        backend = S3Storage(destination.bucket, destination.region, endpoint)
+    storage: Storage = RetryingStorage(backend)
+    if bandwidth_kbps:
+        storage = ThrottledStorage(storage, bandwidth_kbps * 1024)
+    return storage

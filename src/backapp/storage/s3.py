@@ -1,0 +1,514 @@
+"""A storage backend on AWS S3 or any S3-compatible store; the only module that imports boto3.
+
+botocore's exceptions never leave this module: ``_storage_error`` translates them
+into the StorageError tree with messages a user can act on.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    HTTPClientError,
+    IncompleteReadError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ProxyConnectionError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+    SSLError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from backapp.errors import (
+    ObjectNotFoundError,
+    StorageConnectionError,
+    StorageCredentialsError,
+    StorageError,
+    StoragePermissionError,
+)
+from backapp.storage.base import ObjectInfo, TransferCallback
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import (
+        CompletedPartTypeDef,
+        CreateMultipartUploadRequestTypeDef,
+        GetObjectRequestTypeDef,
+        UploadPartRequestTypeDef,
+    )
+
+logger = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+CHUNK_SIZE = MIB
+MIN_PART_SIZE = 5 * MIB  # S3 refuses smaller parts, except the last
+DEFAULT_PART_SIZE = 8 * MIB
+MAX_PART_SIZE = 5 * 1024 * MIB
+MAX_PARTS = 10_000
+_GROW_EVERY = 2_000
+
+CREDENTIALS_MESSAGE = (
+    "AWS credentials not configured: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+    "(or use a profile or instance role)"
+)
+_ERRORS = (BotoCoreError, ClientError)
+
+
+def part_size_for(part_number: int, base: int) -> int:
+    """Given a 1-based part number and the base part size, return the size of that part.
+
+    The size grows by ``base`` every 2,000 parts, so 10,000 parts of an 8 MiB base hold
+    234 GiB (146 GiB from the 5 MiB minimum) while small uploads keep small buffers.
+    """
+    return min(base * (1 + (part_number - 1) // _GROW_EVERY), MAX_PART_SIZE)
+
+
+def _connection_reason(exc: BaseException) -> str:
+    """Given a botocore connection error, return a short reason such as 'Connection refused'."""
+    if isinstance(exc, ConnectTimeoutError):
+        return "connection timed out"
+    if isinstance(exc, ReadTimeoutError):
+        return "timed out waiting for a response"
+    if isinstance(exc, ConnectionClosedError):
+        return "the connection was closed by the server"
+    if isinstance(exc, ProxyConnectionError):
+        return "could not connect to the proxy"
+    if isinstance(exc, SSLError):
+        return "TLS handshake failed"
+    # The socket error (refused, unknown host, …) hides a few causes down the chain.
+    cause: BaseException | None = exc
+    seen = 0
+    while cause is not None and seen < 10:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+        cause = cause.__cause__ or cause.__context__
+        seen += 1
+    return "could not reach the endpoint"
+
+
+class S3Storage:
+    """Objects in an S3 bucket, reached with boto3's default credential chain."""
+
+    def __init__(
+        self,
+        bucket: str,
+        region: str,
+        endpoint: str | None = None,
+        *,
+        part_size: int = DEFAULT_PART_SIZE,
+        max_concurrency: int = 2,
+        retries: int = 5,
+    ) -> None:
+        if part_size < MIN_PART_SIZE:
+            raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes (S3's minimum)")
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        self.bucket = bucket
+        self.region = region
+        self.endpoint = endpoint
+        self.part_size = part_size
+        self.max_concurrency = max_concurrency
+        self.retries = retries
+        self._lock = threading.Lock()
+        self._s3: S3Client | None = None
+
+    @property
+    def description(self) -> str:
+        """Return ``s3://bucket``, plus `` at <endpoint>`` for a custom endpoint."""
+        where = f" at {self.endpoint}" if self.endpoint else ""
+        return f"s3://{self.bucket}{where}"
+
+    def _client(self) -> S3Client:
+        """Return the boto3 client, built on first use. Raise StorageCredentialsError."""
+        with self._lock:
+            if self._s3 is None:
+                self._s3 = self._build_client()
+            return self._s3
+
+    def _build_client(self) -> S3Client:
+        try:
+            session = boto3.session.Session(region_name=self.region)
+            credentials = session.get_credentials()
+        except BotoCoreError as exc:  # e.g. AWS_PROFILE names a profile that does not exist
+            raise StorageCredentialsError(f"AWS credentials could not be loaded: {exc}") from exc
+        if credentials is None:
+            raise StorageCredentialsError(CREDENTIALS_MESSAGE)
+        config = Config(
+            region_name=self.region,
+            # botocore's max_attempts counts retries, not the first try.
+            retries={"mode": "standard", "max_attempts": self.retries},
+            connect_timeout=10,
+            read_timeout=120,
+            # S3-compatible stores rarely serve bucket subdomains; AWS prefers them.
+            s3={"addressing_style": "path"} if self.endpoint else None,
+            max_pool_connections=max(10, self.max_concurrency + 2),
+        )
+        return session.client("s3", endpoint_url=self.endpoint, config=config)
+
+    def _where(self) -> str:
+        return self.endpoint or f"AWS ({self.region})"
+
+    def _missing_bucket(self) -> StorageConnectionError:
+        return StorageConnectionError(
+            f"Failed to connect to S3 bucket '{self.bucket}': the bucket does not exist "
+            "(check the bucket name and region)"
+        )
+
+    def _storage_error(self, exc: BaseException, key: str | None = None) -> StorageError:
+        """Given a botocore error (``key`` None for bucket-level calls), return a StorageError."""
+        bucket = self.bucket
+        if isinstance(exc, StorageError):
+            return exc
+        if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+            return StorageCredentialsError(CREDENTIALS_MESSAGE)
+        if isinstance(exc, ResponseStreamingError | IncompleteReadError):
+            return StorageConnectionError(
+                f"Lost the connection to S3 bucket '{bucket}' at {self._where()} "
+                f"while reading '{key}'"
+            )
+        if isinstance(exc, BotoConnectionError | HTTPClientError):
+            return StorageConnectionError(
+                f"Failed to connect to S3 bucket '{bucket}' at {self._where()}: "
+                f"{_connection_reason(exc)}"
+            )
+        if isinstance(exc, ClientError):
+            return self._client_error(exc, key)
+        return StorageError(f"S3 request to bucket '{bucket}' failed: {exc}")
+
+    def _client_error(self, exc: ClientError, key: str | None) -> StorageError:
+        error = exc.response.get("Error", {})
+        code = error.get("Code", "")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        on_key = f" for '{key}'" if key else ""
+        if code == "NoSuchBucket" or (key is None and status == 404):
+            return self._missing_bucket()
+        if code == "NoSuchUpload":  # a 404 too, but the object was never the problem
+            return StorageError(
+                f"The upload of '{key}' to S3 bucket '{self.bucket}' was aborted elsewhere "
+                "(NoSuchUpload), e.g. by a cleanup of unfinished uploads"
+            )
+        if code in ("NoSuchKey", "NotFound", "404") or status == 404:
+            return ObjectNotFoundError(f"Object '{key}' not found in s3://{self.bucket}")
+        if code == "InvalidAccessKeyId":
+            return StoragePermissionError(
+                "S3 does not know the AWS access key id (InvalidAccessKeyId): "
+                "check AWS_ACCESS_KEY_ID"
+            )
+        if code == "SignatureDoesNotMatch":
+            return StoragePermissionError(
+                "S3 rejected the request signature (SignatureDoesNotMatch): "
+                "check AWS_SECRET_ACCESS_KEY"
+            )
+        if code in ("ExpiredToken", "InvalidToken", "TokenRefreshRequired"):
+            return StoragePermissionError(
+                f"S3 rejected the AWS session token ({code}): refresh the credentials"
+            )
+        if code in ("AccessDenied", "AllAccessDisabled", "Forbidden", "403") or status == 403:
+            return StoragePermissionError(
+                f"Access denied to S3 bucket '{self.bucket}'{on_key}: check that the "
+                "credentials may read, write, list and delete objects in it"
+            )
+        if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "301") or status == 301:
+            return StorageConnectionError(
+                f"Failed to connect to S3 bucket '{self.bucket}': the bucket is in another "
+                f"region than '{self.region}' (check the region)"
+            )
+        message = error.get("Message") or "no details"
+        storage_error = StorageError(
+            f"S3 request to bucket '{self.bucket}'{on_key} failed: {code or status}: {message}"
+        )
+        # botocore has already retried these; a wrapper may still try again later.
+        storage_error.transient = status >= 500 or code in ("SlowDown", "RequestTimeout")
+        return storage_error
+
+    def open_writer(self, key: str, on_transfer: TransferCallback | None = None) -> S3Writer:
+        """Given a key, return a streamed multipart writer. Raise StorageCredentialsError."""
+        return S3Writer(self, key, on_transfer)
+
+    def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
+        """Given a key and a small payload, store it with one request. Raise StorageError."""
+        try:
+            self._client().put_object(Bucket=self.bucket, Key=key, Body=data)
+        except _ERRORS as exc:
+            raise self._storage_error(exc, key) from exc
+        return ObjectInfo(key=key, size=len(data))
+
+    def get(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Given a key and a byte range [start, end), yield its bytes in 1 MiB chunks.
+
+        Raise ObjectNotFoundError if the key does not exist, StorageError otherwise.
+        """
+        if start < 0 or (end is not None and end < start):
+            raise ValueError(f"invalid byte range [{start}, {end})")
+        if end == start:
+            return
+        request: GetObjectRequestTypeDef = {"Bucket": self.bucket, "Key": key}
+        if start or end is not None:
+            request["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+        try:
+            response = self._client().get_object(**request)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                return  # the range starts at or past the end: nothing to read
+            raise self._storage_error(exc, key) from exc
+        except BotoCoreError as exc:
+            raise self._storage_error(exc, key) from exc
+        body = response["Body"]
+        try:
+            yield from body.iter_chunks(CHUNK_SIZE)
+        except _ERRORS as exc:
+            raise self._storage_error(exc, key) from exc
+        finally:
+            body.close()
+
+    def get_bytes(self, key: str) -> bytes:
+        """Given a key, return the whole (small) object. Raise ObjectNotFoundError."""
+        return b"".join(self.get(key))
+
+    def head(self, key: str) -> ObjectInfo | None:
+        """Given a key, return its ObjectInfo, or None if it does not exist. Raise StorageError."""
+        try:
+            response = self._client().head_object(Bucket=self.bucket, Key=key)
+        except _ERRORS as exc:
+            error = self._storage_error(exc, key)
+            if isinstance(error, ObjectNotFoundError):
+                return None
+            raise error from exc
+        return ObjectInfo(key, response["ContentLength"], response["LastModified"])
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Given a key prefix, yield every object under it, sorted by key. Raise StorageError."""
+        paginator = self._client().get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield ObjectInfo(item["Key"], item["Size"], item["LastModified"])
+        except _ERRORS as exc:
+            raise self._storage_error(exc) from exc
+
+    def delete(self, key: str) -> None:
+        """Given a key, remove the object; a missing key is not an error. Raise StorageError."""
+        try:
+            self._client().delete_object(Bucket=self.bucket, Key=key)
+        except _ERRORS as exc:
+            error = self._storage_error(exc, key)
+            if not isinstance(error, ObjectNotFoundError):
+                raise error from exc
+
+    def abort_incomplete(self, prefix: str) -> int:
+        """Given a key prefix, abort the multipart uploads under it; return how many."""
+        client = self._client()
+        count = 0
+        try:
+            paginator = client.get_paginator("list_multipart_uploads")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for upload in page.get("Uploads", []):
+                    try:
+                        client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                    except ClientError as exc:
+                        if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                            raise
+                        continue  # finished or aborted by its writer meanwhile
+                    count += 1
+        except _ERRORS as exc:
+            raise self._storage_error(exc) from exc
+        return count
+
+    def check(self) -> None:
+        """Check the bucket is reachable and writable with a probe object. Raise StorageError."""
+        try:
+            self._client().head_bucket(Bucket=self.bucket)
+        except _ERRORS as exc:
+            raise self._storage_error(exc) from exc
+        probe = f".backapp-probe-{secrets.token_hex(8)}"
+        self.put_bytes(probe, b"backapp probe\n")
+        self.delete(probe)
+
+
+class S3Writer:
+    """A streamed multipart upload: parts go up in the background while the caller writes.
+
+    At most ``max_concurrency`` parts are in flight and one more is being filled, so
+    memory stays near (max_concurrency + 1) × part size whatever the object's size.
+    Any failure aborts the multipart upload. One thread writes; ``on_transfer`` is
+    called on that thread.
+    """
+
+    def __init__(self, storage: S3Storage, key: str, on_transfer: TransferCallback | None) -> None:
+        self._storage = storage
+        self._client = storage._client()  # fail now, not at the first part, without credentials
+        self._key = key
+        self._on_transfer = on_transfer
+        self._buffer = bytearray()
+        self._size = 0
+        self._submitted = 0
+        self._upload_id: str | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: deque[Future[tuple[CompletedPartTypeDef, int]]] = deque()
+        self._parts: list[CompletedPartTypeDef] = []
+        self._finished = False
+        # Mirror s3transfer: with botocore's default checksums, each part carries a CRC32.
+        calculation = getattr(self._client.meta.config, "request_checksum_calculation", None)
+        self._checksums = calculation in (None, "when_supported")
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Given a chunk, buffer it and upload each full part. Raise StorageError."""
+        self._check_open()
+        view = memoryview(data).cast("B")
+        size = view.nbytes
+        try:
+            while view:
+                target = part_size_for(self._submitted + 1, self._storage.part_size)
+                room = target - len(self._buffer)
+                self._buffer += view[:room]
+                view = view[room:]
+                if len(self._buffer) >= target:
+                    self._submit_part()
+            self._size += size
+        except BaseException:
+            self._abort_upload()
+            raise
+
+    def commit(self) -> ObjectInfo:
+        """Upload what is left and complete the upload; return the object. Raise StorageError."""
+        self._check_open()
+        storage = self._storage
+        try:
+            if self._upload_id is None:
+                body = bytes(self._buffer)
+                self._buffer = bytearray()
+                try:
+                    self._client.put_object(Bucket=storage.bucket, Key=self._key, Body=body)
+                except _ERRORS as exc:
+                    raise storage._storage_error(exc, self._key) from exc
+                if self._on_transfer is not None:
+                    self._on_transfer(len(body))
+            else:
+                if self._buffer:
+                    self._submit_part()
+                while self._pending:
+                    self._finish_oldest()
+                try:
+                    self._client.complete_multipart_upload(
+                        Bucket=storage.bucket,
+                        Key=self._key,
+                        UploadId=self._upload_id,
+                        MultipartUpload={"Parts": self._parts},
+                    )
+                except _ERRORS as exc:
+                    raise storage._storage_error(exc, self._key) from exc
+        except BaseException:
+            self._abort_upload()
+            raise
+        self._finished = True
+        self._shutdown()
+        return ObjectInfo(key=self._key, size=self._size)
+
+    def abort(self) -> None:
+        """Abort the multipart upload (best effort); a finished writer is left alone."""
+        if not self._finished:
+            self._abort_upload()
+
+    def _check_open(self) -> None:
+        if self._finished:
+            raise ValueError(f"writer for {self._key!r} is already committed or aborted")
+
+    def _submit_part(self) -> None:
+        number = self._submitted + 1
+        if number > MAX_PARTS:
+            raise StorageError(f"Object '{self._key}' is too large for one S3 upload")
+        if self._upload_id is None:
+            self._upload_id = self._create_upload()
+            self._executor = ThreadPoolExecutor(
+                self._storage.max_concurrency, thread_name_prefix="backapp-s3-part"
+            )
+        assert self._executor is not None
+        # Wait for a free slot first: this is what bounds memory to a few parts.
+        while len(self._pending) >= self._storage.max_concurrency:
+            self._finish_oldest()
+        body = bytes(self._buffer)
+        self._buffer = bytearray()
+        self._pending.append(self._executor.submit(self._upload_part, number, body))
+        self._submitted = number
+        while self._pending and self._pending[0].done():
+            self._finish_oldest()
+
+    def _create_upload(self) -> str:
+        request: CreateMultipartUploadRequestTypeDef = {
+            "Bucket": self._storage.bucket,
+            "Key": self._key,
+        }
+        if self._checksums:
+            request["ChecksumAlgorithm"] = "CRC32"
+        try:
+            return self._client.create_multipart_upload(**request)["UploadId"]
+        except _ERRORS as exc:
+            raise self._storage._storage_error(exc, self._key) from exc
+
+    def _upload_part(self, number: int, body: bytes) -> tuple[CompletedPartTypeDef, int]:
+        assert self._upload_id is not None
+        request: UploadPartRequestTypeDef = {
+            "Bucket": self._storage.bucket,
+            "Key": self._key,
+            "UploadId": self._upload_id,
+            "PartNumber": number,
+            "Body": body,
+        }
+        if self._checksums:
+            request["ChecksumAlgorithm"] = "CRC32"
+        response = self._client.upload_part(**request)
+        part: CompletedPartTypeDef = {"ETag": response["ETag"], "PartNumber": number}
+        if "ChecksumCRC32" in response:
+            part["ChecksumCRC32"] = response["ChecksumCRC32"]
+        return part, len(body)
+
+    def _finish_oldest(self) -> None:
+        future = self._pending.popleft()
+        try:
+            part, size = future.result()
+        except _ERRORS as exc:
+            raise self._storage._storage_error(exc, self._key) from exc
+        self._parts.append(part)
+        if self._on_transfer is not None:
+            self._on_transfer(size)
+
+    def _shutdown(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def _abort_upload(self) -> None:
+        self._finished = True
+        self._buffer = bytearray()
+        # Parts still uploading could land after the abort and keep costing storage.
+        self._shutdown()
+        self._pending.clear()
+        if self._upload_id is None:
+            return
+        try:
+            self._client.abort_multipart_upload(
+                Bucket=self._storage.bucket, Key=self._key, UploadId=self._upload_id
+            )
+        except _ERRORS as exc:
+            # Cleanup must not hide the error that brought us here; abort_incomplete
+            # (or a bucket lifecycle rule) catches what is left behind.
+            logger.warning(
+                "could not abort the upload of '%s': %s",
+                self._key,
+                self._storage._storage_error(exc, self._key),
+            )

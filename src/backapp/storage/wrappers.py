@@ -1,0 +1,281 @@
+"""Retry and bandwidth limit as wrappers around any Storage, not flags inside each backend."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+from backapp.errors import StorageError
+from backapp.storage.base import ObjectInfo, ObjectWriter, Storage, TransferCallback
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Throttled data moves in slices no larger than this, so the rate looks smooth even
+# when the caller hands over a whole 8 MiB part at once.
+_SLICE = 64 * 1024
+
+
+def _close(iterator: Iterator[object]) -> None:
+    # Stop the inner generator now, so an S3 body goes back to the pool promptly.
+    close = getattr(iterator, "close", None)
+    if close is not None:
+        close()
+
+
+class RetryingStorage:
+    """A Storage that retries transient failures of the inner one with exponential backoff.
+
+    Writers are passed through untouched: S3 parts are retried by botocore, and a
+    half-streamed object cannot be replayed from here.
+    """
+
+    def __init__(
+        self,
+        inner: Storage,
+        attempts: int = 4,
+        base_delay: float = 0.2,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        self.inner = inner
+        self.attempts = attempts
+        self.base_delay = base_delay
+        self._sleep = sleep
+
+    @property
+    def description(self) -> str:
+        """Return the inner storage's description."""
+        return self.inner.description
+
+    def _backoff(self, failure: int, exc: StorageError) -> None:
+        """Given the 1-based number of a failure, wait before the next try, or re-raise."""
+        if not exc.transient or failure >= self.attempts:
+            raise exc
+        delay = self.base_delay * 2 ** (failure - 1)
+        logger.info("retrying in %.1fs after a transient storage error: %s", delay, exc)
+        self._sleep(delay)
+
+    def _call(self, operation: Callable[[], T]) -> T:
+        failure = 0
+        while True:
+            try:
+                return operation()
+            except StorageError as exc:
+                failure += 1
+                self._backoff(failure, exc)
+
+    def open_writer(self, key: str, on_transfer: TransferCallback | None = None) -> ObjectWriter:
+        """Given a key, return the inner storage's writer."""
+        return self.inner.open_writer(key, on_transfer)
+
+    def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
+        """Given a key and a small payload, store it, retrying transient failures."""
+        return self._call(lambda: self.inner.put_bytes(key, data))
+
+    def get(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Given a key and a byte range [start, end), yield its bytes.
+
+        A stream that breaks resumes from the first byte not yet delivered; the retry
+        count starts afresh whenever the stream makes progress. Raise StorageError.
+        """
+        position = start
+        failure = 0
+        while True:
+            chunks = self.inner.get(key, position, end)
+            try:
+                for chunk in chunks:
+                    position += len(chunk)
+                    failure = 0
+                    yield chunk
+                return
+            except StorageError as exc:
+                failure += 1
+                self._backoff(failure, exc)
+            finally:
+                _close(chunks)
+
+    def get_bytes(self, key: str) -> bytes:
+        """Given a key, return the whole object, retrying transient failures."""
+        return self._call(lambda: self.inner.get_bytes(key))
+
+    def head(self, key: str) -> ObjectInfo | None:
+        """Given a key, return its ObjectInfo or None, retrying transient failures."""
+        return self._call(lambda: self.inner.head(key))
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Given a key prefix, yield the objects under it by key, resuming after a failure."""
+        last: str | None = None
+        failure = 0
+        while True:
+            objects = self.inner.list(prefix)
+            try:
+                for info in objects:
+                    # Listings are sorted, so a fresh one skips what was already yielded.
+                    if last is not None and info.key <= last:
+                        continue
+                    last = info.key
+                    failure = 0
+                    yield info
+                return
+            except StorageError as exc:
+                failure += 1
+                self._backoff(failure, exc)
+            finally:
+                _close(objects)
+
+    def delete(self, key: str) -> None:
+        """Given a key, remove the object, retrying transient failures."""
+        self._call(lambda: self.inner.delete(key))
+
+    def abort_incomplete(self, prefix: str) -> int:
+        """Given a key prefix, discard unfinished uploads under it; return how many."""
+        return self._call(lambda: self.inner.abort_incomplete(prefix))
+
+    def check(self) -> None:
+        """Check the inner storage, retrying transient failures. Raise StorageError."""
+        self._call(self.inner.check)
+
+
+class TokenBucket:
+    """A token bucket: ``rate`` bytes per second, with about one second of burst.
+
+    ``clock`` and ``sleep`` are injectable so tests need not wait in real time.
+    """
+
+    def __init__(
+        self,
+        rate_bytes_per_second: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if rate_bytes_per_second <= 0:
+            raise ValueError("rate_bytes_per_second must be positive")
+        self.rate = float(rate_bytes_per_second)
+        self.capacity = max(1.0, self.rate)
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = self.capacity
+        self._updated = clock()
+        self._lock = threading.Lock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+
+    def consume(self, amount: int) -> None:
+        """Given a byte count, block until the bucket allows sending that many bytes."""
+        # Threads that share a bucket queue on the lock, which keeps their total on rate.
+        remaining = float(amount)
+        with self._lock:
+            while remaining > 0:
+                # More than a full bucket can never be available at once: take it in turns.
+                take = min(remaining, self.capacity)
+                self._refill()
+                while self._tokens < take:
+                    self._sleep((take - self._tokens) / self.rate)
+                    self._refill()
+                self._tokens -= take
+                remaining -= take
+
+
+def _slices(data: bytes | bytearray | memoryview, size: int) -> Iterator[memoryview]:
+    view = memoryview(data).cast("B")
+    for offset in range(0, view.nbytes, size):
+        yield view[offset : offset + size]
+
+
+class ThrottledWriter:
+    """A writer that waits for the upload bucket before passing each slice on."""
+
+    def __init__(self, inner: ObjectWriter, bucket: TokenBucket, slice_size: int) -> None:
+        self._inner = inner
+        self._bucket = bucket
+        self._slice_size = slice_size
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Given a chunk, pass it on at no more than the bucket's rate. Raise StorageError."""
+        for piece in _slices(data, self._slice_size):
+            self._bucket.consume(piece.nbytes)
+            self._inner.write(piece)
+
+    def commit(self) -> ObjectInfo:
+        """Commit the inner writer and return the object. Raise StorageError."""
+        return self._inner.commit()
+
+    def abort(self) -> None:
+        """Abort the inner writer."""
+        self._inner.abort()
+
+
+class ThrottledStorage:
+    """A Storage whose uploads and downloads each stay under ``bytes_per_second``."""
+
+    def __init__(
+        self,
+        inner: Storage,
+        bytes_per_second: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.inner = inner
+        self.upload = TokenBucket(bytes_per_second, clock, sleep)
+        self.download = TokenBucket(bytes_per_second, clock, sleep)
+        self._slice_size = max(1, min(_SLICE, int(self.upload.capacity)))
+
+    @property
+    def description(self) -> str:
+        """Return the inner storage's description."""
+        return self.inner.description
+
+    def open_writer(self, key: str, on_transfer: TransferCallback | None = None) -> ObjectWriter:
+        """Given a key, return a writer throttled to the upload rate."""
+        inner = self.inner.open_writer(key, on_transfer)
+        return ThrottledWriter(inner, self.upload, self._slice_size)
+
+    def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
+        """Given a key and a payload, wait for the upload bucket, then store it."""
+        self.upload.consume(len(data))
+        return self.inner.put_bytes(key, data)
+
+    def get(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Given a key and a byte range [start, end), yield its bytes at the download rate."""
+        chunks = self.inner.get(key, start, end)
+        try:
+            for chunk in chunks:
+                for piece in _slices(chunk, self._slice_size):
+                    self.download.consume(piece.nbytes)
+                    yield piece.tobytes()
+        finally:
+            _close(chunks)
+
+    def get_bytes(self, key: str) -> bytes:
+        """Given a key, return the whole object, read at the download rate."""
+        return b"".join(self.get(key))
+
+    def head(self, key: str) -> ObjectInfo | None:
+        """Given a key, return its ObjectInfo or None."""
+        return self.inner.head(key)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Given a key prefix, yield the objects under it by key."""
+        return self.inner.list(prefix)
+
+    def delete(self, key: str) -> None:
+        """Given a key, remove the object."""
+        self.inner.delete(key)
+
+    def abort_incomplete(self, prefix: str) -> int:
+        """Given a key prefix, discard unfinished uploads under it; return how many."""
+        return self.inner.abort_incomplete(prefix)
+
+    def check(self) -> None:
+        """Check the inner storage. Raise StorageError."""
+        self.inner.check()
