@@ -17,7 +17,7 @@
     │   └── ArchiveError                an archive or manifest cannot be parsed
     ├── BackupNotFoundError         no backup with that id (or no backup at all)
     ├── RestoreError                a restore was refused (unsafe path, …)
-    │   └── TargetNotEmptyError         the target folder is not empty and overwriting was not allowed
+    │   └── TargetNotEmptyError         the target is not empty and overwriting was not allowed
     └── CancelledError              the run was cancelled on request
 
 Foreign exceptions (botocore, OSError, SQLAlchemy) are translated where they

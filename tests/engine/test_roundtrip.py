@@ -56,7 +56,9 @@ file_nodes = st.builds(
     mode=st.sampled_from([0o644, 0o600, 0o755, 0o400, 0o4755, 0o640]),
     mtime=mtimes,
 )
-link_nodes = st.builds(LinkNode, target=st.sampled_from(["a", "../x", "/etc/hostname", "dangling/nowhere", "sub/f"]))
+link_nodes = st.builds(
+    LinkNode, target=st.sampled_from(["a", "../x", "/etc/hostname", "dangling/nowhere", "sub/f"])
+)
 trees = st.recursive(
     st.one_of(file_nodes, link_nodes),
     lambda children: st.builds(

@@ -35,7 +35,10 @@ backups_app = typer.Typer(help="List the backups stored for a config.", no_args_
 ConfigFile = Annotated[
     Path,
     typer.Option(
-        "--config-file", "-c", help="JSON backup configuration (the API's schema).", show_default=False
+        "--config-file",
+        "-c",
+        help="JSON backup configuration (the API's schema).",
+        show_default=False,
     ),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
@@ -64,9 +67,7 @@ def open_config_storage(config: BackupConfig, settings: Settings) -> Storage:
 
 def repository_for(config: BackupConfig, settings: Settings) -> Repository:
     """Given a config, return the repository of its backups."""
-    return Repository(
-        open_config_storage(config, settings), config.destination.prefix, config.slug
-    )
+    return Repository(open_config_storage(config, settings), config.destination.prefix, config.slug)
 
 
 @backup_app.command("run")
@@ -191,7 +192,7 @@ def decrypt(
     output: Annotated[Path, typer.Argument(help="Where to write the plain object, or '-'.")],
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
 ) -> None:
-    """Decrypt one object (e.g. data.tar.gz.enc) back to its plain form with BACKUP_ENCRYPTION_KEY."""
+    """Decrypt one object (e.g. data.tar.gz.enc) to its plain form, with BACKUP_ENCRYPTION_KEY."""
     to_stdout = str(output) == "-"
     if not to_stdout and output.exists() and not force:
         fail(BackappErrorBadInput(f"{output} exists; use --force to replace it"))

@@ -77,9 +77,7 @@ def human_bytes(n: float) -> str:
 
 
 @contextmanager
-def progress_bar(
-    enabled: bool, label: str
-) -> Iterator[Callable[[EngineProgress], None] | None]:
+def progress_bar(enabled: bool, label: str) -> Iterator[Callable[[EngineProgress], None] | None]:
     """Given whether to show it, yield a progress callback drawing a bar on stderr."""
     if not enabled or not sys.stderr.isatty():
         yield None

@@ -12,7 +12,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import boto3
 from botocore.config import Config
@@ -97,6 +97,13 @@ def _connection_reason(exc: BaseException) -> str:
         cause = cause.__cause__ or cause.__context__
         seen += 1
     return "could not reach the endpoint"
+
+
+def _blob(data: bytearray) -> bytes:
+    # botocore takes a bytearray body as it is (see botocore.validate and
+    # AWSRequest.reset_stream); only the stubs say bytes. Copying each part to bytes
+    # would cost one more part's worth of memory.
+    return cast("bytes", data)
 
 
 class S3Storage:
@@ -390,10 +397,9 @@ class S3Writer:
         storage = self._storage
         try:
             if self._upload_id is None:
-                body = bytes(self._buffer)
-                self._buffer = bytearray()
+                body, self._buffer = self._buffer, bytearray()
                 try:
-                    self._client.put_object(Bucket=storage.bucket, Key=self._key, Body=body)
+                    self._client.put_object(Bucket=storage.bucket, Key=self._key, Body=_blob(body))
                 except _ERRORS as exc:
                     raise storage._storage_error(exc, self._key) from exc
                 if self._on_transfer is not None:
@@ -441,8 +447,8 @@ class S3Writer:
         # Wait for a free slot first: this is what bounds memory to a few parts.
         while len(self._pending) >= self._storage.max_concurrency:
             self._finish_oldest()
-        body = bytes(self._buffer)
-        self._buffer = bytearray()
+        # Hand the buffer itself to the upload and start a new one: no copy of the part.
+        body, self._buffer = self._buffer, bytearray()
         self._pending.append(self._executor.submit(self._upload_part, number, body))
         self._submitted = number
         while self._pending and self._pending[0].done():
@@ -460,14 +466,14 @@ class S3Writer:
         except _ERRORS as exc:
             raise self._storage._storage_error(exc, self._key) from exc
 
-    def _upload_part(self, number: int, body: bytes) -> tuple[CompletedPartTypeDef, int]:
+    def _upload_part(self, number: int, body: bytearray) -> tuple[CompletedPartTypeDef, int]:
         assert self._upload_id is not None
         request: UploadPartRequestTypeDef = {
             "Bucket": self._storage.bucket,
             "Key": self._key,
             "UploadId": self._upload_id,
             "PartNumber": number,
-            "Body": body,
+            "Body": _blob(body),
         }
         if self._checksums:
             request["ChecksumAlgorithm"] = "CRC32"
