@@ -13,6 +13,7 @@ import typer
 from backapp.cli.output import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
+    UsageError,
     fail,
     human_bytes,
     out_console,
@@ -195,7 +196,7 @@ def decrypt(
     """Decrypt one object (e.g. data.tar.gz.enc) to its plain form, with BACKUP_ENCRYPTION_KEY."""
     to_stdout = str(output) == "-"
     if not to_stdout and output.exists() and not force:
-        fail(BackappErrorBadInput(f"{output} exists; use --force to replace it"))
+        fail(UsageError(f"{output} exists; use --force to replace it"))
     try:
         key = master_key(_settings(), required=True)
         assert key is not None
@@ -203,7 +204,7 @@ def decrypt(
     except BackappError as exc:
         fail(exc)
     except OSError as exc:
-        fail(BackappErrorBadInput(f"cannot read {source}: {exc.strerror}"))
+        fail(UsageError(f"cannot read {source}: {exc.strerror}"))
     partial = output.with_name(f".{output.name}.partial") if not to_stdout else None
     try:
         with infile:
@@ -224,10 +225,6 @@ def decrypt(
         if partial is not None:
             partial.unlink(missing_ok=True)
         fail(BackappError(f"cannot write {output}: {exc.strerror}"))
-
-
-class BackappErrorBadInput(BackappError):
-    """Bad command-line input (exit code 2)."""
 
 
 __all__ = ["EXIT_BAD_INPUT", "backup_app", "backups_app", "decrypt", "restore"]

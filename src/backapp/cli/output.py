@@ -30,11 +30,17 @@ from backapp.errors import (
     WrongKeyError,
 )
 
+
+class UsageError(BackappError):
+    """Bad command-line input (exit code 2)."""
+
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 
 _BAD_INPUT = (
+    UsageError,
     ConfigError,
     EncryptionKeyError,
     WrongKeyError,

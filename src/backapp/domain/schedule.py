@@ -76,5 +76,9 @@ class Schedule:
             fire = value.astimezone(UTC)
             if last is not None and fire <= last:
                 continue
+            # croniter yields a wall-clock time repeated by a fall-back change twice (fold=0,
+            # then fold=1); keep the first, even across calls (next_after after that first run).
+            if fire > value.replace(tzinfo=zone, fold=0).astimezone(UTC):
+                continue
             last = fire
             yield fire

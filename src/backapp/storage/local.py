@@ -234,7 +234,12 @@ class LocalStorage:
         folder, _, _ = prefix.rpartition("/")
         for key, entry in self._walk(folder):
             if key.startswith(prefix) and not _is_partial(entry.name):
-                stat = entry.stat()
+                try:
+                    stat = entry.stat()
+                except FileNotFoundError:
+                    continue  # deleted while we listed
+                except OSError as exc:
+                    raise storage_error(exc, "list", entry.path) from exc
                 modified = datetime.fromtimestamp(stat.st_mtime, UTC)
                 yield ObjectInfo(key=key, size=stat.st_size, modified=modified)
 

@@ -163,7 +163,10 @@ class S3Storage:
             s3={"addressing_style": "path"} if self.endpoint else None,
             max_pool_connections=max(10, self.max_concurrency + 2),
         )
-        return session.client("s3", endpoint_url=self.endpoint, config=config)
+        try:
+            return session.client("s3", endpoint_url=self.endpoint, config=config)
+        except (BotoCoreError, ValueError) as exc:
+            raise StorageError(f"Cannot set up S3 access to bucket '{self.bucket}': {exc}") from exc
 
     def _where(self) -> str:
         return self.endpoint or f"AWS ({self.region})"
