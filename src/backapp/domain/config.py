@@ -135,8 +135,7 @@ class LocalDestination(_Model):
 
 def _destination_tag(value: Any) -> str:
     if isinstance(value, dict):
-        tag = value.get("type", "s3")
-        return tag if tag in ("s3", "local") else "s3"
+        return str(value.get("type", "s3"))  # an unknown type is reported as such
     return str(getattr(value, "type", "s3"))
 
 
@@ -273,8 +272,10 @@ def validation_problems(exc: ValidationError) -> list[tuple[str, str]]:
     """Given a pydantic ValidationError, return (field path, message) pairs."""
     problems = []
     for err in exc.errors(include_url=False):
-        msg = str(err["msg"])
-        msg = msg.removeprefix("Value error, ")
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "union_tag_invalid":
+            ctx = err.get("ctx", {})
+            msg = f"unknown type {ctx.get('tag')!r}: use one of {ctx.get('expected_tags')}"
         problems.append((error_path(tuple(err["loc"])), msg))
     return problems
 

@@ -69,7 +69,8 @@ class MasterKey:
                 "(generate one with: openssl rand -base64 32)"
             )
         try:
-            raw = base64.b64decode(text.strip(), validate=True)
+            # `openssl rand -base64 64` wraps its output: line breaks are not part of the key.
+            raw = base64.b64decode("".join(text.split()), validate=True)
         except (binascii.Error, ValueError) as exc:
             raise EncryptionKeyError(
                 "BACKUP_ENCRYPTION_KEY is not valid base64 "

@@ -120,7 +120,11 @@ class LocalWriter:
         length = memoryview(data).nbytes
         self._size += length
         if self._on_transfer is not None:
-            self._on_transfer(length)
+            try:
+                self._on_transfer(length)
+            except BaseException:
+                self.abort()  # as on S3: a caller that stops mid-way keeps nothing
+                raise
 
     def commit(self) -> ObjectInfo:
         """Flush, fsync and rename the temp file onto the key; return its ObjectInfo."""

@@ -172,10 +172,12 @@ class S3Storage:
         return self.endpoint or f"AWS ({self.region})"
 
     def _missing_bucket(self) -> StorageConnectionError:
-        return StorageConnectionError(
+        error = StorageConnectionError(
             f"Failed to connect to S3 bucket '{self.bucket}': the bucket does not exist "
             "(check the bucket name and region)"
         )
+        error.transient = False  # waiting will not make the bucket appear
+        return error
 
     def _storage_error(self, exc: BaseException, key: str | None = None) -> StorageError:
         """Given a botocore error (``key`` None for bucket-level calls), return a StorageError."""
@@ -232,10 +234,12 @@ class S3Storage:
                 "credentials may read, write, list and delete objects in it"
             )
         if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "301") or status == 301:
-            return StorageConnectionError(
+            wrong_region = StorageConnectionError(
                 f"Failed to connect to S3 bucket '{self.bucket}': the bucket is in another "
                 f"region than '{self.region}' (check the region)"
             )
+            wrong_region.transient = False
+            return wrong_region
         message = error.get("Message") or "no details"
         storage_error = StorageError(
             f"S3 request to bucket '{self.bucket}'{on_key} failed: {code or status}: {message}"
