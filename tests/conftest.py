@@ -1,0 +1,87 @@
+"""Fixtures shared by the whole suite: a real S3 endpoint from moto's standalone server."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from mypy_boto3_s3 import S3Client
+
+MOTO_REGION = "us-east-1"
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_http(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"moto server exited early:\n{log.read_text(errors='replace')}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except urllib.error.HTTPError:
+            return  # any HTTP answer means the server is up
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"moto server did not answer at {url}:\n{log.read_text(errors='replace')}")
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Start moto's S3 server for the session, set test credentials, yield its URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("moto") / "server.log"
+    # The log goes to a file: a pipe nobody reads would fill up and stall the server.
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_for_http(url, process, log)
+        with pytest.MonkeyPatch.context() as env:
+            for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+                env.delenv(name, raising=False)
+            env.setenv("AWS_ACCESS_KEY_ID", "testing")
+            env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+            env.setenv("AWS_DEFAULT_REGION", MOTO_REGION)
+            env.setenv("AWS_REGION", MOTO_REGION)
+            yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def s3_client(moto_endpoint: str) -> S3Client:
+    """Return a plain boto3 client on the moto server, to set up and inspect buckets."""
+    return boto3.client("s3", endpoint_url=moto_endpoint, region_name=MOTO_REGION)
+
+
+@pytest.fixture
+def s3_bucket(s3_client: S3Client) -> str:
+    """Create a fresh, uniquely named bucket on the moto server and return its name."""
+    name = f"test-{uuid.uuid4().hex[:20]}"
+    s3_client.create_bucket(Bucket=name)
+    return name
