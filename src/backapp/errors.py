@@ -18,7 +18,11 @@
     ├── BackupNotFoundError         no backup with that id (or no backup at all)
     ├── RestoreError                a restore was refused (unsafe path, …)
     │   └── TargetNotEmptyError         the target is not empty and overwriting was not allowed
-    └── CancelledError              the run was cancelled on request
+    ├── CancelledError              the run was cancelled on request
+    ├── NotFoundError               no config, run, alert or user with that id
+    ├── ConflictError               the request conflicts with the current state
+    ├── AuthenticationError         no valid credentials
+    └── PermissionDeniedError       valid credentials, but not allowed
 
 Foreign exceptions (botocore, OSError, SQLAlchemy) are translated where they
 enter, with ``raise OurError(...) from exc``.
@@ -112,3 +116,19 @@ class TargetNotEmptyError(RestoreError):
 
 class CancelledError(BackappError):
     """The operation was cancelled on request."""
+
+
+class NotFoundError(BackappError):
+    """No object with the requested id."""
+
+
+class ConflictError(BackappError):
+    """The request conflicts with the current state (e.g. a run is already active)."""
+
+
+class AuthenticationError(BackappError):
+    """Missing or invalid credentials."""
+
+
+class PermissionDeniedError(BackappError):
+    """The user may not do this (e.g. a viewer trying to change something)."""

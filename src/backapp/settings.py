@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Secrets that may also be given as a path in <NAME>_FILE (Docker/Kubernetes secrets):
@@ -35,6 +35,40 @@ class Settings(BaseSettings):
     admin_password: SecretStr | None = Field(
         None, validation_alias=AliasChoices("BACKAPP_ADMIN_PASSWORD")
     )
+    max_concurrent_runs: int = Field(
+        1, ge=1, le=64, validation_alias=AliasChoices("BACKAPP_MAX_CONCURRENT_RUNS")
+    )
+    misfire_grace: float = Field(
+        3600,
+        ge=0,
+        validation_alias=AliasChoices("BACKAPP_MISFIRE_GRACE"),
+        description="seconds (or 30m, 1h) within which a missed scheduled run still runs",
+    )
+    run_lease: float = Field(
+        30,
+        ge=3,
+        validation_alias=AliasChoices("BACKAPP_RUN_LEASE"),
+        description="seconds without a heartbeat after which a run's worker counts as lost",
+    )
+    shutdown_grace: float = Field(
+        30,
+        ge=0,
+        validation_alias=AliasChoices("BACKAPP_SHUTDOWN_GRACE"),
+        description="seconds a stopping scheduler lets running backups finish",
+    )
+    tick_interval: float = Field(
+        1.0, gt=0, le=60, validation_alias=AliasChoices("BACKAPP_TICK_INTERVAL")
+    )
+    notify_urls: str = Field(
+        "",
+        validation_alias=AliasChoices("BACKAPP_NOTIFY_URLS"),
+        description="Apprise URLs (space or comma separated) told about every alert",
+    )
+
+    @field_validator("misfire_grace", "run_lease", "shutdown_grace", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
 
     @model_validator(mode="before")
     @classmethod
@@ -48,3 +82,15 @@ class Settings(BaseSettings):
             if path:
                 data[field] = Path(path).read_text(encoding="utf-8").strip()
         return data
+
+
+def parse_duration(text: str) -> float:
+    """Given '90', '90s', '30m', '1h' or '1d', return seconds. Raise ValueError."""
+    text = text.strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text and text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise ValueError(f"not a duration: {text!r} (use seconds, or 30m, 1h, 1d)") from None

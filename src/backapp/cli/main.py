@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from backapp import __version__
-from backapp.cli import engine_cmds
+from backapp.cli import engine_cmds, server_cmds
 
 app = typer.Typer(
     name="backapp",
@@ -21,6 +21,12 @@ app.add_typer(engine_cmds.backup_app, name="backup")
 app.add_typer(engine_cmds.backups_app, name="backups")
 app.command("restore")(engine_cmds.restore)
 app.command("decrypt")(engine_cmds.decrypt)
+app.command("serve")(server_cmds.serve)
+app.command("web")(server_cmds.web)
+app.command("scheduler")(server_cmds.scheduler)
+app.add_typer(server_cmds.db_app, name="db")
+app.add_typer(server_cmds.user_app, name="user")
+app.add_typer(server_cmds.token_app, name="token")
 
 
 def _version(value: bool) -> None:

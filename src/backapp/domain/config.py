@@ -284,9 +284,13 @@ def validation_problems(exc: ValidationError) -> list[tuple[str, str]]:
 _SERVER_FIELDS = ("id", "createdAt", "updatedAt", "nextRunAt", "lastRun", "slug")
 
 
-def parse_config(document: Any) -> BackupConfig:
-    """Given a decoded JSON document, return the BackupConfig. Raise ConfigError."""
-    if isinstance(document, dict):
+def parse_config(document: Any, *, strict: bool = False) -> BackupConfig:
+    """Given a decoded JSON document, return the BackupConfig. Raise ConfigError.
+
+    Unless ``strict``, the fields the API adds to a stored config (``id``, …) are ignored,
+    so a config exported from the API works as a config file.
+    """
+    if isinstance(document, dict) and not strict:
         document = {k: v for k, v in document.items() if k not in _SERVER_FIELDS}
     try:
         return BackupConfig.model_validate(document)

@@ -108,6 +108,7 @@ def run_backup(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     now: datetime | None = None,
+    backup_id: str | None = None,
     block_size: int = DEFAULT_BLOCK_SIZE,
     segment_size: int = DEFAULT_SEGMENT_SIZE,
     workers: int | None = None,
@@ -129,7 +130,7 @@ def run_backup(
     started_wall = (now or datetime.now(UTC)).astimezone(UTC)
     started = time.monotonic()
     repo = Repository(storage, config.destination.prefix, slug or config.slug)
-    backup_id = new_backup_id(started_wall)
+    backup_id = backup_id or new_backup_id(started_wall)
     codec = codec_for(opts.compression, opts.compression_algorithm, opts.compression_level)
     parent, parent_note = choose_parent(repo, opts.type, opts.full_every, master)
     job = _BackupJob(

@@ -1,0 +1,66 @@
+"""Dependencies of the API routes: the app context and who is calling."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from backapp.errors import AuthenticationError, PermissionDeniedError
+from backapp.services import users
+from backapp.services.context import AppContext
+from backapp.services.users import Identity
+
+SESSION_COOKIE = "backapp_session"
+CSRF_HEADER = "x-csrf-token"
+_SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def get_ctx(request: Request) -> AppContext:
+    """Return the process's AppContext."""
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+CtxDep = Annotated[AppContext, Depends(get_ctx)]
+
+
+def identify(request: Request, ctx: AppContext) -> Identity | None:
+    """Given a request, return who made it (bearer token or session cookie), or None."""
+    header = request.headers.get("authorization", "")
+    with ctx.db.session() as session:
+        if header.lower().startswith("bearer "):
+            return users.identity_for_token(session, header[7:].strip())
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie:
+            return users.identity_for_session(session, cookie)
+    return None
+
+
+def current_identity(request: Request, ctx: CtxDep) -> Identity:
+    """Return the caller's identity. Raise AuthenticationError (401).
+
+    Requests authenticated by the session cookie must also carry the session's CSRF
+    token (header X-CSRF-Token) on anything but GET/HEAD/OPTIONS.
+    """
+    identity = identify(request, ctx)
+    if identity is None:
+        raise AuthenticationError("authentication required: log in or send a bearer token")
+    if (
+        identity.via == "session"
+        and request.method not in _SAFE_METHODS
+        and request.headers.get(CSRF_HEADER) != identity.csrf_token
+    ):
+        raise PermissionDeniedError("missing or wrong CSRF token (header X-CSRF-Token)")
+    return identity
+
+
+def admin_identity(identity: Annotated[Identity, Depends(current_identity)]) -> Identity:
+    """Return the caller's identity if it is an admin. Raise PermissionDeniedError (403)."""
+    if not identity.is_admin:
+        raise PermissionDeniedError("this account is read-only (viewer)")
+    return identity
+
+
+UserDep = Annotated[Identity, Depends(current_identity)]
+AdminDep = Annotated[Identity, Depends(admin_identity)]

@@ -1,0 +1,85 @@
+"""Backup configurations: /api/backups/configs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Response
+
+from backapp.api.deps import AdminDep, CtxDep, UserDep
+from backapp.domain.config import BackupConfig
+from backapp.errors import ConfigError
+from backapp.services import configs as config_service
+from backapp.services import destinations
+
+router = APIRouter(prefix="/api/backups/configs", tags=["configs"])
+
+
+@router.get("")
+def list_configs(ctx: CtxDep, user: UserDep) -> list[dict[str, Any]]:
+    """List all backup configurations."""
+    with ctx.db.session() as session:
+        return [config_service.to_json(c) for c in config_service.list_all(session)]
+
+
+@router.post("", status_code=201)
+def create_config(ctx: CtxDep, user: AdminDep, document: BackupConfig) -> dict[str, Any]:
+    """Create a backup configuration; returns it with its new `id`."""
+    with ctx.db.session() as session:
+        config = config_service.create(session, document.to_json_dict())
+        return config_service.to_json(config)
+
+
+@router.get("/{config_id}")
+def get_config(ctx: CtxDep, user: UserDep, config_id: str) -> dict[str, Any]:
+    """Get a backup configuration by id."""
+    with ctx.db.session() as session:
+        return config_service.to_json(config_service.get(session, config_id))
+
+
+def _version(if_match: str | None) -> int | None:
+    if if_match is None:
+        return None
+    raw = if_match.strip().removeprefix("W/").strip('"')
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(
+            "If-Match must be the config's version number", [("header.If-Match", "not a number")]
+        ) from None
+
+
+@router.patch("/{config_id}")
+def update_config(
+    ctx: CtxDep,
+    user: AdminDep,
+    config_id: str,
+    patch: Annotated[dict[str, Any], Body(description="A partial config document, deep-merged.")],
+    if_match: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    """Update a configuration with a partial document (deep-merged, then revalidated).
+
+    Send `If-Match: <version>` to refuse the edit if someone changed it meanwhile.
+    """
+    with ctx.db.session() as session:
+        config = config_service.update(
+            session, config_id, patch, expected_version=_version(if_match)
+        )
+        return config_service.to_json(config)
+
+
+@router.delete("/{config_id}", status_code=204)
+def delete_config(ctx: CtxDep, user: AdminDep, config_id: str) -> Response:
+    """Delete a configuration; its run history and stored backups are kept."""
+    with ctx.db.session() as session:
+        config_service.delete(session, config_id)
+    return Response(status_code=204)
+
+
+@router.get("/{config_id}/backups")
+def list_stored_backups(ctx: CtxDep, user: UserDep, config_id: str) -> list[dict[str, Any]]:
+    """List the backups that exist in storage for this configuration, newest first."""
+    with ctx.db.session() as session:
+        config = config_service.get(session, config_id)
+        document, slug = config_service.document_of(config), config.slug
+    return destinations.stored_backups(ctx, document, slug)

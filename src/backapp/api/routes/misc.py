@@ -1,0 +1,105 @@
+"""Statistics, alerts, destination checks, health and login."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from backapp.api.deps import SESSION_COOKIE, AdminDep, CtxDep, UserDep
+from backapp.domain.config import Destination
+from backapp.errors import AuthenticationError
+from backapp.services import alerts as alert_service
+from backapp.services import destinations, stats, users
+
+router = APIRouter(tags=["service"])
+
+
+@router.get("/api/backups/stats")
+def get_stats(ctx: CtxDep, user: UserDep) -> dict[str, Any]:
+    """Totals, active configs, success rate, bytes stored and transferred, last runs."""
+    with ctx.db.session() as session:
+        return stats.compute(session)
+
+
+@router.post("/api/backups/destinations/test")
+def test_destination(
+    ctx: CtxDep, user: AdminDep, destination: Annotated[Destination, Body()]
+) -> dict[str, Any]:
+    """Check a destination is reachable and writable, with a readable message."""
+    return destinations.test_destination(ctx, destination)
+
+
+@router.get("/api/alerts")
+def list_alerts(
+    ctx: CtxDep,
+    user: UserDep,
+    status: Annotated[Literal["open", "all"], Query()] = "open",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[dict[str, Any]]:
+    """Alerts, newest first: open ones by default, `status=all` for every one."""
+    with ctx.db.session() as session:
+        found = alert_service.list_alerts(session, open_only=status == "open", limit=limit)
+        return [alert_service.to_json(a) for a in found]
+
+
+@router.post("/api/alerts/{alert_id}/acknowledge")
+def acknowledge_alert(ctx: CtxDep, user: AdminDep, alert_id: str) -> dict[str, Any]:
+    """Mark an alert as acknowledged (by the caller, now)."""
+    with ctx.db.session() as session:
+        return alert_service.to_json(alert_service.acknowledge(session, alert_id, user.username))
+
+
+class LoginRequest(BaseModel):
+    """Credentials for a browser session."""
+
+    model_config = ConfigDict(extra="forbid")
+    username: str = Field(min_length=1, max_length=150)
+    password: str = Field(min_length=1, max_length=1000)
+
+
+@router.post("/api/auth/login")
+def login(ctx: CtxDep, request: Request, response: Response, body: LoginRequest) -> dict[str, Any]:
+    """Start a session: sets an HttpOnly cookie and returns the CSRF token to send back."""
+    with ctx.db.session() as session:
+        user = users.authenticate(session, body.username, body.password)
+        if user is None:
+            raise AuthenticationError("wrong username or password")
+        cookie, csrf = users.open_session(session, user)
+        identity = {"username": user.username, "role": user.role}
+    response.set_cookie(
+        SESSION_COOKIE,
+        cookie,
+        max_age=int(users.SESSION_LIFETIME.total_seconds()),
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+    return {"user": identity, "csrfToken": csrf}
+
+
+@router.post("/api/auth/logout", status_code=204)
+def logout(ctx: CtxDep, request: Request, user: UserDep) -> Response:
+    """End the session of this cookie."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        with ctx.db.session() as session:
+            users.close_session(session, cookie)
+    response = Response(status_code=204)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@router.get("/api/auth/me")
+def me(user: UserDep) -> dict[str, Any]:
+    """Who is logged in."""
+    return {"username": user.username, "role": user.role, "via": user.via}
+
+
+@router.get("/healthz", tags=["health"])
+def healthz(ctx: CtxDep) -> dict[str, str]:
+    """Liveness and database reachability (no authentication)."""
+    ctx.db.ping()
+    return {"status": "ok", "database": "ok"}

@@ -1,0 +1,50 @@
+"""Composition root of the web process: build the FastAPI app from settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+
+from backapp import __version__
+from backapp.api import errors
+from backapp.api.deps import UserDep
+from backapp.api.routes import configs, misc, runs
+from backapp.db import Database
+from backapp.services.context import AppContext
+from backapp.settings import Settings
+
+
+def build_context(settings: Settings | None = None) -> AppContext:
+    """Given settings (default: from the environment), return the wired AppContext."""
+    settings = settings or Settings()
+    return AppContext(settings=settings, db=Database(settings.database_url))
+
+
+def create_app(ctx: AppContext) -> FastAPI:
+    """Given the app context, return the ASGI application (API + web UI)."""
+    app = FastAPI(
+        title="BackApp",
+        version=__version__,
+        description="Backups of directories to S3, S3-compatible stores or a local folder.",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.ctx = ctx
+    errors.install(app)
+    app.include_router(configs.router)
+    app.include_router(runs.router)
+    app.include_router(misc.router)
+
+    @app.get("/api/openapi.json", include_in_schema=False)
+    def openapi(user: UserDep) -> dict[str, Any]:
+        return app.openapi()
+
+    @app.get("/api/docs", include_in_schema=False)
+    def docs(user: UserDep) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/api/openapi.json", title="BackApp API")
+
+    return app

@@ -1,0 +1,19 @@
+"""Persistence: SQLAlchemy models, repositories (all queries) and migrations."""
+
+from sqlalchemy.orm import Session
+
+from backapp.db.models import Alert, ApiToken, Config, Run, User, WebSession, utcnow
+from backapp.db.session import Database, DatabaseError
+
+__all__ = [
+    "Alert",
+    "ApiToken",
+    "Config",
+    "Database",
+    "DatabaseError",
+    "Run",
+    "Session",
+    "User",
+    "WebSession",
+    "utcnow",
+]

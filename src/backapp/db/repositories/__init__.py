@@ -1,0 +1,1 @@
+"""Every query BackApp makes, one module per table; services call these, never SQL."""

@@ -1,0 +1,56 @@
+"""Queries on users, API tokens and web sessions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from backapp.db.models import ApiToken, User, WebSession
+
+
+def count_users(session: Session) -> int:
+    """Return how many users exist."""
+    return int(session.scalar(select(func.count()).select_from(User)) or 0)
+
+
+def get_by_name(session: Session, username: str) -> User | None:
+    """Given a username, return the user or None."""
+    return session.scalar(select(User).where(User.username == username))
+
+
+def get(session: Session, user_id: str) -> User | None:
+    """Given a user id, return the user or None."""
+    return session.get(User, user_id)
+
+
+def list_users(session: Session) -> list[User]:
+    """Return every user, by name."""
+    return list(session.scalars(select(User).order_by(User.username)))
+
+
+def add(session: Session, obj: User | ApiToken | WebSession) -> None:
+    """Given a new row, add it and flush (so its defaults are set)."""
+    session.add(obj)
+    session.flush()
+
+
+def token_by_hash(session: Session, token_hash: str) -> ApiToken | None:
+    """Given a token hash, return the token row or None."""
+    return session.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash))
+
+
+def session_by_hash(session: Session, token_hash: str) -> WebSession | None:
+    """Given a session cookie hash, return the session row or None."""
+    return session.scalar(select(WebSession).where(WebSession.token_hash == token_hash))
+
+
+def delete_session(session: Session, web_session: WebSession) -> None:
+    """Given a session row, delete it."""
+    session.delete(web_session)
+
+
+def purge_sessions(session: Session, now: datetime) -> None:
+    """Delete sessions that expired before now."""
+    session.execute(delete(WebSession).where(WebSession.expires_at < now))

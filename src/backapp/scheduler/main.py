@@ -1,0 +1,121 @@
+"""The scheduler process: fire schedules, claim and execute runs, recover lost ones.
+
+``backapp scheduler`` runs this alone; ``backapp serve`` runs it in a thread
+next to the web server. Several may run against one PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from backapp.db import Run, utcnow
+from backapp.domain.config import BackupConfig
+from backapp.engine.backup import BackupResult
+from backapp.scheduler.worker import Worker
+from backapp.services import retention, scheduling
+from backapp.services.context import AppContext
+from backapp.services.execution import RunExecutor
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL = 2.0
+
+
+class SchedulerService:
+    """Ticks: fire due configs, fail runs of lost workers, claim queued runs."""
+
+    def __init__(
+        self,
+        ctx: AppContext,
+        *,
+        worker_id: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.ctx = ctx
+        self.clock = clock
+        self.executor = RunExecutor(ctx, after_backup=self._after_backup)
+        self.worker = Worker(
+            ctx,
+            self.executor,
+            worker_id=worker_id,
+            max_concurrent=ctx.settings.max_concurrent_runs,
+        )
+
+    def _after_backup(self, run: Run, config: BackupConfig, result: BackupResult) -> dict[str, Any]:
+        return retention.apply(
+            self.ctx, self.ctx.db.session, run.config_id, config, result.info.config_slug
+        )
+
+    def tick(self) -> None:
+        """Do one round of scheduling work; errors are logged, never raised."""
+        now = self.clock()
+        for step in (
+            lambda: scheduling.fire_due(self.ctx, now),
+            lambda: scheduling.expire_lost_runs(self.ctx, now),
+            self.worker.poll,
+        ):
+            try:
+                step()
+            except Exception:  # a database hiccup must not stop the scheduler
+                logger.exception("scheduler step failed; retrying on the next tick")
+
+    def run(self, stop: threading.Event) -> None:
+        """Tick until ``stop`` is set, then shut down gracefully."""
+        logger.info(
+            "scheduler %s started (database %s, up to %d concurrent runs)",
+            self.worker.worker_id,
+            self.ctx.db.description,
+            self.worker.max_concurrent,
+        )
+        beating = threading.Event()
+        beater = threading.Thread(
+            target=self._beat, args=(beating,), name="backapp-heartbeat", daemon=True
+        )
+        beater.start()
+        try:
+            while not stop.is_set():
+                self.tick()
+                stop.wait(self.ctx.settings.tick_interval)
+            self._drain()
+        finally:
+            beating.set()
+            beater.join(timeout=5)
+
+    def _beat(self, done: threading.Event) -> None:
+        while not done.wait(HEARTBEAT_INTERVAL):
+            try:
+                self.worker.heartbeat.beat()
+            except Exception:
+                logger.exception("heartbeat failed")
+
+    def _drain(self) -> None:
+        """Stop claiming; give running backups the grace period, then cancel them."""
+        self.worker.claiming = False
+        busy = self.worker.busy
+        if busy:
+            grace = self.ctx.settings.shutdown_grace
+            logger.warning("stopping: waiting up to %.0fs for %d running backup(s)", grace, busy)
+            if not self.worker.wait(timeout=grace):
+                logger.warning("grace period over: cancelling running backups")
+                self.worker.cancel_all("cancelled: the scheduler was shut down")
+                self.worker.wait(timeout=60)
+        logger.info("scheduler %s stopped", self.worker.worker_id)
+
+    def shutdown(self) -> None:
+        """Release the worker's threads."""
+        self.worker.shutdown()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
+    """Given a condition, poll it until true or the timeout passes; return whether it held."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

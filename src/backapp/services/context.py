@@ -1,0 +1,46 @@
+"""What every service needs from its process: settings, the database, keys, storage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from backapp.db import Database
+from backapp.domain.config import BackupConfig, LocalDestination, S3Destination
+from backapp.engine.crypto import MasterKey
+from backapp.engine.layout import Repository
+from backapp.settings import Settings
+from backapp.storage import Storage
+from backapp.storage.factory import open_storage
+
+
+@dataclass
+class AppContext:
+    """The composition root's wiring, handed to services and workers."""
+
+    settings: Settings
+    db: Database
+
+    def master_key(self, *, required: bool) -> MasterKey | None:
+        """Return the encryption key (None if unset and not required). Raise EncryptionKeyError."""
+        secret = self.settings.backup_encryption_key
+        if secret is None and not required:
+            return None
+        return MasterKey.from_base64(secret.get_secret_value() if secret else None)
+
+    def storage_for(
+        self, destination: S3Destination | LocalDestination, bandwidth_kbps: int | None = None
+    ) -> Storage:
+        """Given a destination, return its storage (with retries and bandwidth limit)."""
+        return open_storage(
+            destination,
+            default_endpoint=self.settings.aws_s3_endpoint,
+            bandwidth_kbps=bandwidth_kbps,
+        )
+
+    def repository(self, config: BackupConfig, slug: str) -> Repository:
+        """Given a config and its stored slug, return the repository of its backups."""
+        return Repository(
+            self.storage_for(config.destination, config.options.bandwidth),
+            config.destination.prefix,
+            slug,
+        )

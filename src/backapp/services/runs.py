@@ -1,0 +1,164 @@
+"""Runs: the queue of backups (and restores, verifications), their lifecycle and their log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from backapp.db import Config, Run, Session, utcnow
+from backapp.db.repositories import runs as repo
+from backapp.errors import ConflictError, NotFoundError
+from backapp.services import configs as config_service
+
+TERMINAL = ("completed", "failed", "cancelled", "skipped")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def to_json(run: Run, *, config_exists: bool = True) -> dict[str, Any]:
+    """Given a run, return its API representation (the specification's backup log entry)."""
+    doc: dict[str, Any] = {
+        "id": run.id,
+        "configId": run.config_id,
+        "configName": run.config_name,
+        "configDeleted": not config_exists,
+        "kind": run.kind,
+        "trigger": run.trigger,
+        "type": run.type,
+        "status": run.status,
+        "scheduledFor": _iso(run.scheduled_for),
+        "queuedAt": _iso(run.queued_at),
+        "startedAt": _iso(run.started_at),
+        "completedAt": _iso(run.completed_at),
+        "durationSeconds": run.duration_seconds,
+        "filesProcessed": run.files_processed,
+        "filesSkipped": run.files_skipped,
+        "totalBytes": run.total_bytes,
+        "bytesTransferred": run.bytes_transferred,
+        "storedBytes": run.stored_bytes,
+        "backupId": run.backup_id,
+        "backupDeleted": run.backup_deleted,
+        "error": run.error,
+        "requestedBy": run.requested_by,
+        "cancelRequested": run.cancel_requested,
+        "progress": run.progress if run.status == "running" else None,
+        "details": run.details or {},
+    }
+    return doc
+
+
+def many_to_json(session: Session, runs: list[Run]) -> list[dict[str, Any]]:
+    """Given runs, return their API representations (marking those of deleted configs)."""
+    alive = config_service.existing_ids(session, {r.config_id for r in runs})
+    return [to_json(r, config_exists=r.config_id in alive) for r in runs]
+
+
+def one_to_json(session: Session, run: Run) -> dict[str, Any]:
+    """Given a run, return its API representation."""
+    return many_to_json(session, [run])[0]
+
+
+def get(session: Session, run_id: str) -> Run:
+    """Given an id, return the run. Raise NotFoundError."""
+    run = repo.get(session, run_id)
+    if run is None:
+        raise NotFoundError(f"run {run_id} not found")
+    return run
+
+
+def list_runs(
+    session: Session,
+    *,
+    config_id: str | None = None,
+    status: str | None = None,
+    kind: str | None = None,
+    limit: int = 50,
+) -> list[Run]:
+    """Return runs, newest first."""
+    return repo.list_runs(session, config_id=config_id, status=status, kind=kind, limit=limit)
+
+
+def enqueue(
+    session: Session,
+    config: Config,
+    *,
+    trigger: str = "manual",
+    kind: str = "backup",
+    scheduled_for: datetime | None = None,
+    requested_by: str | None = None,
+    request: dict[str, Any] | None = None,
+) -> Run:
+    """Given a config, queue a run of it and return the run.
+
+    Raise ConflictError if the config already has a queued or running run of that kind.
+    """
+    document = config_service.document_of(config)
+    run = Run(
+        config_id=config.id,
+        config_name=config.name,
+        kind=kind,
+        trigger=trigger,
+        type=document.options.type,
+        status="queued",
+        scheduled_for=scheduled_for,
+        queued_at=utcnow(),
+        requested_by=requested_by,
+        request=request,
+    )
+    try:
+        repo.add(session, run)
+    except repo.DuplicateRunError as exc:
+        active = repo.active_for(session, config.id, kind)
+        if active is not None:
+            raise ConflictError(
+                f"'{config.name}' already has a {kind} run {active.status} ({active.id})"
+            ) from exc
+        raise ConflictError(f"a run for this fire time already exists ({exc})") from exc
+    return run
+
+
+def record_skipped(
+    session: Session, config: Config, scheduled_for: datetime, reason: str, kind: str = "backup"
+) -> Run | None:
+    """Given a scheduled fire that cannot run, record it as a skipped run (once per fire)."""
+    document = config_service.document_of(config)
+    now = utcnow()
+    run = Run(
+        config_id=config.id,
+        config_name=config.name,
+        kind=kind,
+        trigger="scheduled",
+        type=document.options.type,
+        status="skipped",
+        scheduled_for=scheduled_for,
+        queued_at=now,
+        completed_at=now,
+        error=reason,
+    )
+    try:
+        repo.add(session, run)
+    except repo.DuplicateRunError:
+        return None  # another scheduler recorded this fire already
+    return run
+
+
+def request_cancel(session: Session, run_id: str, username: str | None = None) -> Run:
+    """Given a run, cancel it: at once if queued, within seconds if running.
+
+    Raise NotFoundError, ConflictError (already finished).
+    """
+    run = get(session, run_id)
+    if run.status == "queued":
+        now = utcnow()
+        run.status = "cancelled"
+        run.completed_at = now
+        run.error = f"cancelled before it started{f' by {username}' if username else ''}"
+    elif run.status == "running":
+        run.cancel_requested = True
+        run.details = {**(run.details or {}), "cancelledBy": username}
+    else:
+        raise ConflictError(f"run {run_id} already finished ({run.status})")
+    session.flush()
+    return run

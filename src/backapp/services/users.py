@@ -1,0 +1,155 @@
+"""Users, passwords (Argon2), API tokens and browser sessions."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from backapp.db import ApiToken, Session, User, WebSession, utcnow
+from backapp.db.repositories import users as repo
+from backapp.errors import ConfigError, ConflictError, NotFoundError
+
+logger = logging.getLogger(__name__)
+
+ROLES = ("admin", "viewer")
+SESSION_LIFETIME = timedelta(days=7)
+_hasher = PasswordHasher()
+# Verifying against this keeps unknown usernames as slow as wrong passwords.
+_DUMMY_HASH = _hasher.hash("not-a-real-password")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is making a request, and how they proved it."""
+
+    user_id: str
+    username: str
+    role: str
+    via: str  # "session" | "token"
+    csrf_token: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        """Return whether this identity may change things."""
+        return self.role == "admin"
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_user(session: Session, username: str, password: str, role: str) -> User:
+    """Given a name, password and role, create the user. Raise ConfigError, ConflictError."""
+    username = username.strip()
+    if not username or len(username) > 150:
+        raise ConfigError("username must be 1 to 150 characters", [("username", "invalid")])
+    if role not in ROLES:
+        raise ConfigError(f"role must be one of {', '.join(ROLES)}", [("role", "invalid")])
+    if len(password) < 8:
+        raise ConfigError("password must be at least 8 characters", [("password", "too short")])
+    if repo.get_by_name(session, username) is not None:
+        raise ConflictError(f"user {username!r} already exists")
+    user = User(username=username, password_hash=_hasher.hash(password), role=role)
+    repo.add(session, user)
+    return user
+
+
+def authenticate(session: Session, username: str, password: str) -> User | None:
+    """Given credentials, return the user if the password matches, else None."""
+    user = repo.get_by_name(session, username)
+    try:
+        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    if user is None:
+        return None
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = _hasher.hash(password)
+    return user
+
+
+def create_token(session: Session, username: str, name: str = "") -> tuple[str, ApiToken]:
+    """Given a username, create an API token; return (the token, shown once; its row)."""
+    user = repo.get_by_name(session, username)
+    if user is None:
+        raise NotFoundError(f"no user named {username!r}")
+    token = "bk_" + secrets.token_urlsafe(32)
+    row = ApiToken(user_id=user.id, name=name, token_hash=_digest(token), prefix=token[:10])
+    repo.add(session, row)
+    return token, row
+
+
+def identity_for_token(session: Session, token: str) -> Identity | None:
+    """Given a bearer token, return who it belongs to, or None."""
+    row = repo.token_by_hash(session, _digest(token))
+    if row is None:
+        return None
+    user = repo.get(session, row.user_id)
+    if user is None:
+        return None
+    now = utcnow()
+    if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=5):
+        row.last_used_at = now
+    return Identity(user.id, user.username, user.role, "token")
+
+
+def open_session(session: Session, user: User) -> tuple[str, str]:
+    """Given a user, start a browser session; return (cookie value, CSRF token)."""
+    cookie = secrets.token_urlsafe(32)
+    csrf = secrets.token_urlsafe(32)
+    now = utcnow()
+    repo.purge_sessions(session, now)
+    repo.add(
+        session,
+        WebSession(
+            user_id=user.id,
+            token_hash=_digest(cookie),
+            csrf_token=csrf,
+            expires_at=now + SESSION_LIFETIME,
+        ),
+    )
+    return cookie, csrf
+
+
+def identity_for_session(session: Session, cookie: str) -> Identity | None:
+    """Given a session cookie, return who it belongs to, or None if unknown or expired."""
+    row = repo.session_by_hash(session, _digest(cookie))
+    if row is None or row.expires_at < utcnow():
+        return None
+    user = repo.get(session, row.user_id)
+    if user is None:
+        return None
+    return Identity(user.id, user.username, user.role, "session", row.csrf_token)
+
+
+def close_session(session: Session, cookie: str) -> None:
+    """Given a session cookie, end that session."""
+    row = repo.session_by_hash(session, _digest(cookie))
+    if row is not None:
+        repo.delete_session(session, row)
+
+
+def ensure_admin(session: Session, password: str | None) -> str | None:
+    """Create the first admin if there are no users; return the generated password, if any.
+
+    With ``password`` given (BACKAPP_ADMIN_PASSWORD) it is used and nothing is returned.
+    """
+    if repo.count_users(session) > 0:
+        return None
+    generated = None
+    if not password:
+        generated = password = secrets.token_urlsafe(12)
+    create_user(session, "admin", password, "admin")
+    logger.info("created the first user, 'admin'")
+    return generated
+
+
+def session_expiry(now: datetime) -> datetime:
+    """Given now, return when a new session expires."""
+    return now + SESSION_LIFETIME
