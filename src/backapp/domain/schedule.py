@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -61,24 +61,68 @@ class Schedule:
         return next(self.fire_times(moment))
 
     def fire_times(self, after: datetime) -> Iterator[datetime]:
-        """Given an aware moment, yield the fire times after it, in UTC, forever.
+        """Given an aware moment, yield the fire times after it, in UTC, in order, forever.
 
-        Times are computed in the schedule's timezone, so a wall-clock time skipped by a
-        spring-forward change fires once (at the shifted instant) and a repeated one by a
-        fall-back change fires once.
+        The expression is matched against wall-clock time in the schedule's timezone:
+        - a wall time skipped by a spring-forward change still fires once, right at the
+          change (02:30 fires at 03:00 when clocks jump from 02:00 to 03:00), as cron does;
+        - a wall time repeated by a fall-back change fires once (the first time) — unless
+          the hour field is a wildcard (``*``, ``*/2``): such schedules follow elapsed
+          time and also fire in the repeated hour, as cron does.
         """
         zone = check_timezone(self.timezone)
-        it = croniter(self.expression, after.astimezone(zone), second_at_beginning=True)
-        last: datetime | None = None
+        fields = self.expression.split()
+        hour_field = fields[2] if len(fields) == 6 else fields[1]
+        both_folds = hour_field.startswith("*")
+        # Near a transition, start earlier: the second pass of a repeated hour maps wall
+        # times *before* the local time of `after` to instants *after* it.
+        start = after
+        if (after - _NEAR).astimezone(zone).utcoffset() != (after + _NEAR).astimezone(
+            zone
+        ).utcoffset():
+            start = after - _NEAR
+        naive = start.astimezone(zone).replace(tzinfo=None)
+        it = croniter(self.expression, naive, second_at_beginning=True)
+        last = after
+        later: list[datetime] = []  # second-pass instants of a repeated hour, pending
         while True:
-            value = it.get_next(datetime)
-            assert isinstance(value, datetime)
-            fire = value.astimezone(UTC)
-            if last is not None and fire <= last:
-                continue
-            # croniter yields a wall-clock time repeated by a fall-back change twice (fold=0,
-            # then fold=1); keep the first, even across calls (next_after after that first run).
-            if fire > value.replace(tzinfo=zone, fold=0).astimezone(UTC):
-                continue
-            last = fire
-            yield fire
+            wall = it.get_next(datetime)
+            assert isinstance(wall, datetime)
+            first = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+            second = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
+            exists = _exists(wall, zone)
+            if not exists:
+                first = _transition(second, first, zone)
+            repeated = second != first and exists
+            if repeated and both_folds:
+                later.append(second)
+            while later and later[0] < first:
+                pending = later.pop(0)
+                if pending > last:
+                    last = pending
+                    yield pending
+            if first > last:
+                last = first
+                yield first
+
+
+_NEAR = timedelta(hours=3)
+
+
+def _exists(wall: datetime, zone: ZoneInfo) -> bool:
+    """Given a naive wall time, return whether it occurs at all in the zone (not in a gap)."""
+    instant = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    return instant.astimezone(zone).replace(tzinfo=None) == wall
+
+
+def _transition(before: datetime, after: datetime, zone: ZoneInfo) -> datetime:
+    """Given instants on both sides of a clock change, return the instant of the change."""
+    low, high = before, after
+    offset = low.astimezone(zone).utcoffset()
+    while high - low > timedelta(seconds=1):
+        mid = low + (high - low) / 2
+        if mid.astimezone(zone).utcoffset() == offset:
+            low = mid
+        else:
+            high = mid
+    return high.replace(microsecond=0)
