@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -101,15 +102,8 @@ def _pg_schema_url(schema: str) -> str:
     return f"{base}{sep}options=-csearch_path%3D{schema}"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database: a SQLite file, or a new schema in the PostgreSQL at 5432.
-
-    PostgreSQL runs here and in CI: if it is unreachable the test fails (never skips).
-    """
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/backapp.db"
-        return
+@contextmanager
+def _pg_schema() -> Iterator[str]:
     import psycopg
 
     schema = f"t_{uuid.uuid4().hex[:16]}"
@@ -120,6 +114,26 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file, or a new schema in the PostgreSQL at 5432.
+
+    PostgreSQL runs here and in CI: if it is unreachable the test fails (never skips).
+    """
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/backapp.db"
+        return
+    with _pg_schema() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh schema in the PostgreSQL at 5432 (for what only PostgreSQL supports)."""
+    with _pg_schema() as url:
+        yield url
 
 
 @pytest.fixture

@@ -8,7 +8,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
+from backapp.api import deps
 from backapp.domain.config import error_path
 from backapp.errors import (
     AuthenticationError,
@@ -70,18 +72,50 @@ def _problems_from_request(exc: RequestValidationError) -> list[tuple[str, str]]
     return problems
 
 
+def _dependency_calls(request: Request) -> set[Any]:
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    stack, calls = [dependant] if dependant is not None else [], set()
+    while stack:
+        current = stack.pop()
+        calls.add(current.call)
+        stack.extend(current.dependencies)
+    return calls
+
+
+def check_caller(request: Request) -> None:
+    """Given a request whose body did not parse, run its route's authentication anyway.
+
+    FastAPI parses the body before it solves dependencies, so without this an anonymous
+    caller sending broken JSON would get a 422 instead of the 401 every route promises.
+    Raise AuthenticationError, PermissionDeniedError.
+    """
+    calls = _dependency_calls(request)
+    if deps.current_identity in calls:
+        identity = deps.current_identity(request, deps.get_ctx(request))
+        if deps.admin_identity in calls:
+            deps.admin_identity(identity)
+
+
+def _response(exc: BackappError) -> JSONResponse:
+    status = status_for(exc)
+    problems = exc.problems if isinstance(exc, ConfigError) else None
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(error_body(exc.message, problems), status, headers=headers)
+
+
 def install(app: FastAPI) -> None:
     """Given the app, register the error handlers."""
 
     @app.exception_handler(BackappError)
     async def _backapp(request: Request, exc: BackappError) -> JSONResponse:
-        status = status_for(exc)
-        problems = exc.problems if isinstance(exc, ConfigError) else None
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return JSONResponse(error_body(exc.message, problems), status, headers=headers)
+        return _response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        try:
+            await run_in_threadpool(check_caller, request)
+        except (AuthenticationError, PermissionDeniedError) as denied:
+            return _response(denied)
         problems = _problems_from_request(exc)
         summary = "; ".join(f"{p}: {m}" for p, m in problems)
         return JSONResponse(error_body(f"invalid request: {summary}", problems), 422)

@@ -151,6 +151,7 @@ def scheduler() -> None:
         _prepare(ctx, first_admin=False)
     except BackappError as exc:
         fail(exc)
+    logging.getLogger("backapp").setLevel(logging.INFO)  # log every scheduling decision
     service = SchedulerService(ctx)
     stop = threading.Event()
 

@@ -10,7 +10,7 @@ from backapp.api.deps import AdminDep, CtxDep, UserDep
 from backapp.domain.config import BackupConfig
 from backapp.errors import ConfigError
 from backapp.services import configs as config_service
-from backapp.services import destinations
+from backapp.services import destinations, retention
 
 router = APIRouter(prefix="/api/backups/configs", tags=["configs"])
 
@@ -83,3 +83,12 @@ def list_stored_backups(ctx: CtxDep, user: UserDep, config_id: str) -> list[dict
         config = config_service.get(session, config_id)
         document, slug = config_service.document_of(config), config.slug
     return destinations.stored_backups(ctx, document, slug)
+
+
+@router.get("/{config_id}/retention-preview")
+def retention_preview(ctx: CtxDep, user: UserDep, config_id: str) -> dict[str, Any]:
+    """What retention would delete now, and why each backup is kept (a dry run)."""
+    with ctx.db.session() as session:
+        config = config_service.get(session, config_id)
+        document, slug = config_service.document_of(config), config.slug
+    return retention.preview(ctx, document, slug)
