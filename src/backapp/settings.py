@@ -65,6 +65,12 @@ class Settings(BaseSettings):
         description="Apprise URLs (space or comma separated) told about every alert",
     )
 
+    @field_validator("backup_encryption_key", "aws_s3_endpoint", "admin_password", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # docker-compose passes unset variables as empty strings.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("misfire_grace", "run_lease", "shutdown_grace", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
