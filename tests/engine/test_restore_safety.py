@@ -147,17 +147,21 @@ def test_restore_of_chosen_paths_only(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("encrypted", [False, True])
-def test_damaged_archive_is_reported_not_restored_silently(
+def test_damaged_archive_names_the_damaged_file_and_restores_the_rest(
     tmp_path: Path, master_key: MasterKey, encrypted: bool
 ) -> None:
-    repo, result, _ = _backup(tmp_path, master_key if encrypted else None)
+    repo, result, src = _backup(tmp_path, master_key if encrypted else None)
     data = Path(repo.storage.description) / repo.key(result.backup_id, result.info.data.name)
     raw = bytearray(data.read_bytes())
-    raw[len(raw) // 2] ^= 0x40
+    raw[len(raw) // 2] ^= 0x40  # inside b.bin's data
     data.write_bytes(bytes(raw))
-    with pytest.raises(IntegrityError) as caught:
-        run_restore(repo, "latest", tmp_path / "target", master=master_key)
-    assert result.backup_id in str(caught.value)
+    restored = run_restore(repo, "latest", tmp_path / "target", master=master_key)
+    assert not restored.ok
+    assert [p for p, _ in restored.errors] == [str(src / "b.bin").lstrip("/")]
+    assert result.backup_id in restored.errors[0][1]
+    root = restored_root(tmp_path / "target", src)
+    assert not (root / "b.bin").exists()  # never a silently wrong file
+    assert (root / "docs" / "a.txt").read_text() == "alpha\n"
 
 
 def test_truncated_archive_is_reported(tmp_path: Path, master_key: MasterKey) -> None:

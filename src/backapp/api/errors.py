@@ -56,16 +56,26 @@ def error_body(message: str, problems: list[tuple[str, str]] | None = None) -> d
     return body
 
 
+# The tags of the Destination union: pydantic puts them in error locations, but they are
+# not fields (error_path drops them under "destination"; a bare destination body starts with one).
+_DESTINATION_TAGS = ("s3", "local")
+
+
 def _problems_from_request(exc: RequestValidationError) -> list[tuple[str, str]]:
     problems = []
     for err in exc.errors():
         loc = tuple(err.get("loc", ()))
         where = loc[0] if loc else "body"
         rest = loc[1:] if where in ("body", "query", "path", "header") else loc
+        if where == "body" and rest and rest[0] in _DESTINATION_TAGS:
+            rest = rest[1:]
         path = error_path(rest) if rest else str(where)
         if where in ("query", "path", "header"):
             path = f"{where}.{path}"
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if err.get("type") == "union_tag_invalid":
+            ctx = err.get("ctx", {})
+            msg = f"unknown type {ctx.get('tag')!r}: use one of {ctx.get('expected_tags')}"
         if err.get("type") == "json_invalid":
             path, msg = "(document)", "invalid JSON: " + str(err.get("ctx", {}).get("error", msg))
         problems.append((path, msg))

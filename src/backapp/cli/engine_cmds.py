@@ -25,6 +25,7 @@ from backapp.engine.crypto import MasterKey, decrypt_stream
 from backapp.engine.layout import Repository
 from backapp.engine.restore import run_restore
 from backapp.engine.streams import file_chunks
+from backapp.engine.verify import run_verify
 from backapp.errors import BackappError, EncryptionKeyError, IntegrityError
 from backapp.settings import Settings
 from backapp.storage import Storage
@@ -188,6 +189,51 @@ def restore(
         raise typer.Exit(EXIT_FAILED)
 
 
+def verify(
+    config_file: ConfigFile,
+    backup: Annotated[str, typer.Option("--backup", "-b", help="Backup id or 'latest'.")] = (
+        "latest"
+    ),
+    full: Annotated[
+        bool,
+        typer.Option("--full", help="Download everything and check every file's SHA-256."),
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Verify a backup: quick (objects and manifest) or --full (every byte); exit 1 if damaged."""
+    try:
+        config = load_config_file(config_file)
+        settings = _settings()
+        with progress_bar(not as_json, "Verifying") as on_progress:
+            result = run_verify(
+                repository_for(config, settings),
+                backup,
+                master=master_key(settings, required=False),
+                full=full,
+                progress=on_progress,
+            )
+    except BackappError as exc:
+        fail(exc, as_json=as_json)
+    if as_json:
+        print(json.dumps(result.to_json()))
+    elif result.ok:
+        out_console.print(
+            f"[bold green]Backup {result.backup_id} verified[/] ({'full' if full else 'quick'}): "
+            f"{result.objects} objects, {result.files:,} files"
+            + (f", {human_bytes(result.bytes)}" if full else "")
+            + f" checked in {result.duration_seconds:.1f}s"
+        )
+    else:
+        out_console.print(
+            f"[bold red]Backup {result.backup_id} is damaged[/]: "
+            f"{len(result.problems)} problem(s)"
+        )
+        for where, message in result.problems[:100]:
+            out_console.print(f"  {where}: {message}")
+    if not result.ok:
+        raise typer.Exit(EXIT_FAILED)
+
+
 def decrypt(
     source: Annotated[Path, typer.Argument(help="Encrypted object (a .enc file), or '-'.")],
     output: Annotated[Path, typer.Argument(help="Where to write the plain object, or '-'.")],
@@ -227,4 +273,4 @@ def decrypt(
         fail(BackappError(f"cannot write {output}: {exc.strerror}"))
 
 
-__all__ = ["EXIT_BAD_INPUT", "backup_app", "backups_app", "decrypt", "restore"]
+__all__ = ["EXIT_BAD_INPUT", "backup_app", "backups_app", "decrypt", "restore", "verify"]

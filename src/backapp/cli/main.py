@@ -20,6 +20,7 @@ app = typer.Typer(
 app.add_typer(engine_cmds.backup_app, name="backup")
 app.add_typer(engine_cmds.backups_app, name="backups")
 app.command("restore")(engine_cmds.restore)
+app.command("verify")(engine_cmds.verify)
 app.command("decrypt")(engine_cmds.decrypt)
 app.command("serve")(server_cmds.serve)
 app.command("web")(server_cmds.web)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from backapp.engine.compress import Codec, ParallelMap
-from backapp.engine.crypto import HEADER_SIZE, MasterKey, SegmentReader
+from backapp.engine.crypto import HEADER_SIZE, TAG_SIZE, MasterKey, SegmentReader
 from backapp.engine.layout import BackupInfo, Repository
 from backapp.engine.manifest import Entry, Trailer
 from backapp.errors import EncryptionKeyError, IntegrityError, ObjectNotFoundError
@@ -23,10 +23,25 @@ _GAP_BLOCKS = 8  # read through gaps this small rather than start a new request
 
 @dataclass(frozen=True)
 class Piece:
-    """A piece of a file's data: the entry and the next chunk of its bytes."""
+    """A piece of a file's data: the entry and the next chunk of its bytes.
+
+    ``error`` is set (and ``data`` empty) when the stored bytes of this piece are
+    damaged: they failed authentication or decompression; ``lost`` says how many of
+    the file's bytes that piece stood for.
+    """
 
     entry: Entry
     data: bytes
+    error: str | None = None
+    lost: int = 0
+
+
+@dataclass(frozen=True)
+class Damage:
+    """Stands in for ``length`` bytes that could not be read intact."""
+
+    length: int
+    message: str
 
 
 class ArchiveReader:
@@ -50,6 +65,7 @@ class ArchiveReader:
         self.sizes = trailer.blocks
         self.offsets = [0, *itertools.accumulate(self.sizes)]
         self.workers = workers
+        self.damaged_blocks: list[tuple[int, str]] = []
         self._segments: SegmentReader | None = None
         if info.encrypted:
             if master is None:
@@ -74,18 +90,22 @@ class ArchiveReader:
                 f"expects {self.offsets[-1]}: the object is truncated or damaged"
             )
 
-    def pieces(self, entries: list[Entry]) -> Iterator[Piece]:
+    def pieces(self, entries: list[Entry], *, whole: bool = False) -> Iterator[Piece]:
         """Given file entries stored in this backup, yield their data in offset order.
 
-        Every entry yields at least one piece (an empty file yields ``b""`` once).
-        Raise IntegrityError, StorageError.
+        Every entry yields at least one piece (an empty file yields ``b""`` once). With
+        ``whole``, every block of the archive is read (and damaged blocks that hold no
+        file data are listed in ``damaged_blocks``). Raise IntegrityError, StorageError.
         """
         wanted = sorted(entries, key=lambda e: e.offset or 0)
         for entry in wanted:
             if entry.size == 0:
                 yield Piece(entry, b"")
         with_data = [e for e in wanted if e.size > 0]
-        for run, members in self._runs(with_data):
+        runs = list(self._runs(with_data))
+        if whole and self.sizes:
+            runs = [((0, len(self.sizes) - 1), with_data)]
+        for run, members in runs:
             yield from self._read_run(run, members)
 
     def _runs(self, entries: list[Entry]) -> Iterator[tuple[tuple[int, int], list[Entry]]]:
@@ -115,7 +135,7 @@ class ArchiveReader:
         with ParallelMap(self._decompress, self.workers, self.workers * 2) as pmap:
             block_index = first
 
-            def blocks() -> Iterator[tuple[int, bytes]]:
+            def blocks() -> Iterator[tuple[int, bytes | Damage]]:
                 nonlocal block_index
                 for compressed in self._compressed_blocks(first, last):
                     yield from pmap.submit((block_index, compressed))
@@ -123,43 +143,59 @@ class ArchiveReader:
                 yield from pmap.drain()
 
             for index, plain in blocks():
+                if isinstance(plain, Damage):
+                    self.damaged_blocks.append((index, plain.message))
                 start = index * bs
-                end = start + len(plain)
+                end = start + (len(plain) if isinstance(plain, bytes) else self._block_len(index))
                 still: list[Entry] = []
                 for entry in pending:
                     assert entry.offset is not None
                     lo = max(entry.offset, start)
                     hi = min(entry.offset + entry.size, end)
                     if lo < hi:
-                        yield Piece(entry, plain[lo - start : hi - start])
+                        if isinstance(plain, bytes):
+                            yield Piece(entry, plain[lo - start : hi - start])
+                        else:
+                            yield Piece(entry, b"", plain.message, hi - lo)
                     if entry.offset + entry.size > end:
                         still.append(entry)
                 pending = still
 
-    def _decompress(self, item: tuple[int, bytes]) -> tuple[int, bytes]:
-        index, data = item
-        expected = min(self.block_size, self.tar_size - index * self.block_size)
-        try:
-            return index, self.codec.decompress(data, expected)
-        except IntegrityError as exc:
-            raise IntegrityError(f"{self.name}: block {index}: {exc}") from exc
+    def _block_len(self, index: int) -> int:
+        return min(self.block_size, self.tar_size - index * self.block_size)
 
-    def _compressed_blocks(self, first: int, last: int) -> Iterator[bytes]:
-        """Yield the compressed blocks first..last, each as one bytes object."""
+    def _decompress(self, item: tuple[int, bytes | Damage]) -> tuple[int, bytes | Damage]:
+        index, data = item
+        if isinstance(data, Damage):
+            return index, data
+        try:
+            return index, self.codec.decompress(data, self._block_len(index))
+        except IntegrityError as exc:
+            return index, Damage(len(data), f"{self.name}: block {index} is damaged ({exc})")
+
+    def _compressed_blocks(self, first: int, last: int) -> Iterator[bytes | Damage]:
+        """Yield the compressed blocks first..last, each whole, or a Damage in its place."""
         lo, hi = self.offsets[first], self.offsets[last + 1]
         buf = bytearray()
+        bad: list[tuple[int, int, str]] = []  # damaged spans, as offsets into buf
         index = first
         for chunk in self._compressed_range(lo, hi):
-            buf += chunk
+            if isinstance(chunk, Damage):
+                bad.append((len(buf), len(buf) + chunk.length, chunk.message))
+                buf += bytes(chunk.length)
+            else:
+                buf += chunk
             while index <= last and len(buf) >= self.sizes[index]:
                 size = self.sizes[index]
-                yield bytes(buf[:size])
+                hit = next((m for a, b, m in bad if a < size and b > 0), None)
+                yield Damage(size, hit) if hit else bytes(buf[:size])
                 del buf[:size]
+                bad = [(a - size, b - size, m) for a, b, m in bad if b - size > 0]
                 index += 1
         if index <= last:
             raise IntegrityError(f"{self.name} ended early (block {index} is missing)")
 
-    def _compressed_range(self, lo: int, hi: int) -> Iterator[bytes]:
+    def _compressed_range(self, lo: int, hi: int) -> Iterator[bytes | Damage]:
         if self._segments is None:
             yield from self.repo.storage.get(self.key, lo, hi)
             return
@@ -173,10 +209,16 @@ class ArchiveReader:
             buf += chunk
             while index <= last and len(buf) >= seg.sealed_length(index):
                 n = seg.sealed_length(index)
-                plain = seg.open(index, bytes(buf[:n]))
-                del buf[:n]
                 base = index * size
-                yield plain[max(0, lo - base) : max(0, min(len(plain), hi - base))]
+                want = (max(lo, base), min(hi, base + n - TAG_SIZE))
+                try:
+                    plain = seg.open(index, bytes(buf[:n]))
+                except IntegrityError as exc:
+                    # Keep going: only the blocks within this segment are lost.
+                    yield Damage(want[1] - want[0], str(exc))
+                else:
+                    yield plain[want[0] - base : want[1] - base]
+                del buf[:n]
                 index += 1
         if index <= last:
             raise IntegrityError(f"{self.name} ended early (segment {index} is missing)")

@@ -340,8 +340,12 @@ class _RestoreJob:
                 if handle is None:
                     self.cancel.raise_if_cancelled()
                     handle = open_files[id(piece.entry)] = self._open_file(piece.entry)
-                handle.write(piece.data)
-                self.progress.bytes_done += len(piece.data)
+                if piece.error is not None:
+                    handle.damaged = handle.damaged or piece.error
+                    handle.written += piece.lost  # no bytes, but this much of the file
+                else:
+                    handle.write(piece.data)
+                    self.progress.bytes_done += len(piece.data)
                 self.report(self.progress)
                 if handle.written >= piece.entry.size:
                     del open_files[id(piece.entry)]
@@ -375,8 +379,10 @@ class _RestoreJob:
         self.progress.files_done += 1
         if handle.dest is None:
             return
-        if handle.failure is not None:
-            self._error(entry.path, handle.failure)
+        if handle.failure is not None or handle.damaged is not None:
+            self._error(
+                entry.path, handle.failure or RestoreError(f"not restored: {handle.damaged}")
+            )
             with contextlib.suppress(OSError):
                 os.unlink(handle.dest)
             return
@@ -467,11 +473,12 @@ class _OpenFile:
         self.written = 0
         self.digest = hashlib.sha256()
         self.failure: OSError | None = None
+        self.damaged: str | None = None
 
     def write(self, data: bytes) -> None:
         self.digest.update(data)
         self.written += len(data)
-        if self.fd is None:
+        if self.fd is None or self.damaged is not None:
             return
         view = memoryview(data)
         try:
