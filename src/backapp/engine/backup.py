@@ -80,6 +80,7 @@ class BackupResult:
             "newFiles": stats.new_files,
             "changedFiles": stats.changed_files,
             "unchangedFiles": stats.unchanged_files,
+            "renamedFiles": stats.renamed_files,
             "deletedFiles": stats.deleted_files,
             "totalBytes": stats.total_bytes,
             "bytesTransferred": self.bytes_transferred,
@@ -396,6 +397,12 @@ class _BackupJob:
             self._done_file(entry.size)
             return entry
 
+        if previous is None and self.parent is not None and st.st_size in self.parent.sizes:
+            moved = self._reference_known(item)
+            if moved is not None:
+                if st.st_nlink > 1:
+                    self.hardlinks[link_key] = (item.path, False)
+                return moved
         stored = self._store_file(sink, item)
         if stored is None:
             return None
@@ -406,6 +413,40 @@ class _BackupJob:
         if st.st_nlink > 1:
             self.hardlinks[link_key] = (item.path, True)
         return stored
+
+    def _reference_known(self, item: ScanEntry) -> Entry | None:
+        """Given a new path, reference its content if the parent chain already stores it."""
+        assert self.parent is not None
+        fd = self._open(item)
+        if fd is None:
+            return None
+        try:
+            st = os.fstat(fd)
+            digest = hashlib.sha256()
+            with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
+                for chunk in iter(lambda: f.read(1024 * 1024), b""):
+                    digest.update(chunk)
+            after = os.fstat(fd)
+        except OSError:
+            return None  # let the normal path read it (and report what goes wrong)
+        finally:
+            os.close(fd)
+        if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+            return None
+        known = self.parent.known(st.st_size, digest.hexdigest())
+        if known is None:
+            return None
+        entry = _meta_entry(item.path, "file", st)
+        entry.size = st.st_size
+        entry.sha256 = digest.hexdigest()
+        entry.backup = known.backup
+        entry.offset = known.offset
+        self.requires.add(known.backup)
+        self.stats.files += 1
+        self.stats.renamed_files += 1
+        self.stats.total_bytes += entry.size
+        self._done_file(entry.size)
+        return entry
 
     @property
     def parent_id(self) -> str | None:

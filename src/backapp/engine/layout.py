@@ -71,6 +71,7 @@ class BackupStats(_Doc):
     new_files: int = 0
     changed_files: int = 0
     unchanged_files: int = 0
+    renamed_files: int = 0
     deleted_files: int = 0
     files_skipped: int = 0
     data_bytes: int = 0

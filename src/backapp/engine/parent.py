@@ -11,6 +11,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import IO
 
 from backapp.engine.crypto import MasterKey
@@ -34,6 +35,12 @@ def open_manifest(repo: Repository, info: BackupInfo, master: MasterKey | None) 
     Spooling keeps a slow consumer from holding a storage connection open. Raise
     StorageError, EncryptionKeyError, IntegrityError.
     """
+    spool = spool_manifest(repo, info, master)
+    return ManifestReader(spool, f"manifest of backup {info.backup_id}")
+
+
+def spool_manifest(repo: Repository, info: BackupInfo, master: MasterKey | None) -> IO[bytes]:
+    """Given a backup, download its manifest (decrypted, still gzip'd) to a local spool file."""
     spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024)  # noqa: SIM115
     try:
         source = as_file(
@@ -47,17 +54,43 @@ def open_manifest(repo: Repository, info: BackupInfo, master: MasterKey | None) 
         )
         shutil.copyfileobj(source, spool, 1024 * 1024)
         spool.seek(0)
-        return ManifestReader(spool, f"manifest of backup {info.backup_id}")
+        return spool
     except BaseException:
         spool.close()
         raise
 
 
-class ParentCursor:
-    """Walks a parent manifest in step with a scan."""
+# Renamed or copied files are recognised by content only from this size up: hashing a new
+# file before deciding costs a second read, worth it only where re-uploading costs more.
+RENAME_MIN_SIZE = 64 * 1024
 
-    def __init__(self, info: BackupInfo, reader: ManifestReader) -> None:
+
+@dataclass(frozen=True, slots=True)
+class KnownData:
+    """Where a file content known by its SHA-256 is stored."""
+
+    backup: str
+    offset: int
+
+
+class ParentCursor:
+    """Walks a parent manifest in step with a scan, and knows its large files by content."""
+
+    def __init__(self, info: BackupInfo, spool: IO[bytes]) -> None:
         self.info = info
+        self.by_content: dict[tuple[int, str], KnownData] = {}
+        self.sizes: set[int] = set()
+        name = f"manifest of backup {info.backup_id}"
+        for entry in ManifestReader(spool, name):
+            if entry.type == "file" and entry.size >= RENAME_MIN_SIZE and not entry.partial:
+                assert entry.sha256 is not None and entry.offset is not None
+                self.by_content[(entry.size, entry.sha256)] = KnownData(
+                    entry.backup or info.backup_id, entry.offset
+                )
+                self.sizes.add(entry.size)
+        spool.seek(0)
+        reader = ManifestReader(spool, name)
+        self._spool = spool
         self._reader = reader
         self._entries: Iterator[Entry] = iter(reader)
         self._current: Entry | None = next(self._entries, None)
@@ -84,9 +117,14 @@ class ParentCursor:
             self._current = next(self._entries, None)
         return self._passed_files
 
+    def known(self, size: int, sha256: str) -> KnownData | None:
+        """Given a file's size and hash, return where the parent chain stores that content."""
+        return self.by_content.get((size, sha256))
+
     def close(self) -> None:
         """Release the spooled manifest."""
         self._current = None
+        self._spool.close()
 
 
 def choose_parent(
@@ -108,8 +146,8 @@ def choose_parent(
     if info.encrypted != (master is not None):
         return None, "encryption setting changed since the last backup: full"
     try:
-        reader = open_manifest(repo, info, master)
+        cursor = ParentCursor(info, spool_manifest(repo, info, master))
     except IntegrityError as exc:
         logger.warning("parent %s unusable, making a full backup: %s", info.backup_id, exc)
         return None, f"last backup's manifest is unreadable ({exc}): full"
-    return ParentCursor(info, reader), f"incremental on {info.backup_id}"
+    return cursor, f"incremental on {info.backup_id}"

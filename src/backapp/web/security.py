@@ -1,0 +1,140 @@
+"""Who is browsing: the session cookie, CSRF checks and the role rules of the pages."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request, Response
+from starlette.datastructures import FormData
+
+from backapp.errors import BackappError, PermissionDeniedError
+from backapp.services import alerts as alert_service
+from backapp.services import users
+from backapp.services.context import AppContext
+from backapp.services.users import Identity
+
+# The same cookie as the API's (api/deps.py): one login serves pages and API calls alike.
+SESSION_COOKIE = "backapp_session"
+LOGIN_CSRF_COOKIE = "backapp_login_csrf"
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "x-csrf-token"
+
+
+class LoginRequiredError(BackappError):
+    """The page needs a logged-in user; the browser is sent to the login page."""
+
+
+def get_ctx(request: Request) -> AppContext:
+    """Return the process's AppContext."""
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+CtxDep = Annotated[AppContext, Depends(get_ctx)]
+
+
+@dataclass(frozen=True)
+class WebUser:
+    """A logged-in browser user, and the open-alert count their navigation bar shows."""
+
+    identity: Identity
+    open_alerts: int
+
+    @property
+    def is_admin(self) -> bool:
+        """Return whether this user may change things."""
+        return self.identity.is_admin
+
+    @property
+    def username(self) -> str:
+        """Return the user's name."""
+        return self.identity.username
+
+    @property
+    def csrf_token(self) -> str:
+        """Return the session's CSRF token, for the hidden field of every form."""
+        return self.identity.csrf_token or ""
+
+
+def page_user(request: Request, ctx: CtxDep) -> WebUser:
+    """Return the logged-in user of this browser. Raise LoginRequiredError."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    identity = None
+    with ctx.db.session() as session:
+        if cookie:
+            identity = users.identity_for_session(session, cookie)
+        if identity is None:
+            raise LoginRequiredError("log in to see this page")
+        user = WebUser(identity, alert_service.count_open(session))
+    request.state.web_user = user
+    return user
+
+
+PageUser = Annotated[WebUser, Depends(page_user)]
+
+
+def admin_page(user: PageUser) -> WebUser:
+    """Return the user if they may edit. Raise PermissionDeniedError (403)."""
+    if not user.is_admin:
+        raise PermissionDeniedError("this account is read-only (viewer): it cannot change things")
+    return user
+
+
+AdminPage = Annotated[WebUser, Depends(admin_page)]
+
+
+@dataclass(frozen=True)
+class Posted:
+    """A form posted by an admin whose CSRF token matched."""
+
+    user: WebUser
+    form: FormData
+
+
+def tokens_match(sent: str | None, expected: str | None) -> bool:
+    """Given the token a request carries and the expected one, return whether they match."""
+    return bool(sent and expected) and secrets.compare_digest(str(sent), str(expected))
+
+
+async def admin_post(request: Request, user: PageUser) -> Posted:
+    """Return the posted form of an admin. Raise PermissionDeniedError (wrong CSRF, viewer)."""
+    form = await request.form()
+    sent = form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER)
+    if not tokens_match(sent if isinstance(sent, str) else None, user.csrf_token):
+        raise PermissionDeniedError(
+            "the form's security token is missing or out of date: reload the page and try again"
+        )
+    admin_page(user)
+    return Posted(user, form)
+
+
+AdminPost = Annotated[Posted, Depends(admin_post)]
+
+
+async def user_post(request: Request, user: PageUser) -> Posted:
+    """Return the posted form of any logged-in user (e.g. logout). Raise PermissionDeniedError."""
+    form = await request.form()
+    sent = form.get(CSRF_FIELD)
+    if not tokens_match(sent if isinstance(sent, str) else None, user.csrf_token):
+        raise PermissionDeniedError("the form's security token is missing or out of date")
+    return Posted(user, form)
+
+
+UserPost = Annotated[Posted, Depends(user_post)]
+
+
+def set_cookie(
+    response: Response, request: Request, name: str, value: str, max_age: int | None
+) -> None:
+    """Given a response, set one of our cookies: HttpOnly, SameSite=Lax, Secure over HTTPS."""
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
