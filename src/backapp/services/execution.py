@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from backapp.db import Run, utcnow
@@ -22,6 +23,8 @@ from backapp.domain.config import BackupConfig
 from backapp.engine.backup import BackupResult, run_backup
 from backapp.engine.layout import new_backup_id
 from backapp.engine.progress import CancelToken, Progress
+from backapp.engine.restore import run_restore
+from backapp.engine.verify import run_verify
 from backapp.errors import (
     BackappError,
     CancelledError,
@@ -48,13 +51,27 @@ class ActiveRun:
     last_write: float = 0.0
 
 
-def alert_kind_for(exc: BaseException) -> str:
-    """Given the error that failed a backup, return the alert kind to raise."""
+def alert_kind_for(exc: BaseException, kind: str = "backup") -> str:
+    """Given the error that failed a run (and its kind), return the alert kind to raise."""
     if isinstance(exc, ConfigError | SourceError | EncryptionKeyError):
         return "config_error"
     if isinstance(exc, StorageError):
         return "storage_connection"
-    return "backup_failed"
+    return f"{kind}_failed"
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What a run needs, read in one short transaction before the long work."""
+
+    run_id: str
+    config_id: str
+    config_name: str
+    scheduled_for: datetime | None
+    kind: str
+    request: dict[str, Any]
+    document: BackupConfig | None
+    slug: str
 
 
 class RunExecutor:
@@ -71,57 +88,66 @@ class RunExecutor:
 
     def execute(self, active: ActiveRun) -> str:
         """Given a claimed run, execute it and return its final status."""
-        db = self.ctx.db
-        with db.session() as session:
+        with self.ctx.db.session() as session:
             run = run_repo.get(session, active.run_id)
             if run is None:
                 return "failed"
             config = config_repo.get(session, run.config_id)
-            document = config_service.document_of(config) if config else None
-            slug = config.slug if config else ""
-            kind = run.kind
-            snapshot = (run.id, run.config_id, run.config_name, run.scheduled_for)
+            job = _Job(
+                run_id=run.id,
+                config_id=run.config_id,
+                config_name=run.config_name,
+                scheduled_for=run.scheduled_for,
+                kind=run.kind,
+                request=dict(run.request or {}),
+                document=config_service.document_of(config) if config else None,
+                slug=config.slug if config else "",
+            )
         started = time.monotonic()
-        if document is None:
+        if job.document is None:
             return self._finish_failed(
-                snapshot, "the configuration was deleted before the run started", started
+                job, "the configuration was deleted before the run started", started
             )
-        if kind != "backup":
-            return self._finish_failed(snapshot, f"unknown run kind {kind!r}", started)
-        # Recorded before anything is uploaded, so a lost run's upload can be found and removed.
-        backup_id = new_backup_id(snapshot[3] or utcnow())
-        with db.session() as session:
-            run_repo.set_pending_backup(session, active.run_id, backup_id)
+        handler = {"backup": self._backup, "restore": self._restore, "verify": self._verify}
+        if job.kind not in handler:
+            return self._finish_failed(job, f"unknown run kind {job.kind!r}", started)
         try:
-            key = self.ctx.master_key(required=document.options.encryption)
-            storage = self.ctx.storage_for(document.destination, document.options.bandwidth)
-            result = run_backup(
-                document,
-                storage,
-                key=key,
-                slug=slug,
-                progress=lambda p: self._progress(active, p),
-                cancel=active.cancel,
-                now=snapshot[3],
-                backup_id=backup_id,
-            )
+            return handler[job.kind](job, active, started)
         except CancelledError as exc:
-            return self._finish(
-                snapshot, "cancelled", {"error": str(exc), "backup_id": None}, started
-            )
+            return self._finish(job, "cancelled", {"error": str(exc), "backup_id": None}, started)
         except BackappError as exc:
-            return self._finish_failed(snapshot, exc.message, started, alert_kind_for(exc))
+            return self._finish_failed(job, exc.message, started, alert_kind_for(exc, job.kind))
         except Exception as exc:  # the top of a run: record any failure, never lose it
             logger.exception("run %s failed unexpectedly", active.run_id)
             return self._finish_failed(
-                snapshot, f"internal error: {type(exc).__name__}: {exc}", started
+                job, f"internal error: {type(exc).__name__}: {exc}", started, f"{job.kind}_failed"
             )
+
+    def _backup(self, job: _Job, active: ActiveRun, started: float) -> str:
+        document = job.document
+        assert document is not None
+        # Recorded before anything is uploaded, so a lost run's upload can be found and removed.
+        backup_id = new_backup_id(job.scheduled_for or utcnow())
+        with self.ctx.db.session() as session:
+            run_repo.set_pending_backup(session, active.run_id, backup_id)
+        key = self.ctx.master_key(required=document.options.encryption)
+        storage = self.ctx.storage_for(document.destination, document.options.bandwidth)
+        result = run_backup(
+            document,
+            storage,
+            key=key,
+            slug=job.slug,
+            progress=lambda p: self._progress(active, p),
+            cancel=active.cancel,
+            now=job.scheduled_for,
+            backup_id=backup_id,
+        )
         extra: dict[str, Any] = {}
         if self.after_backup is not None:
-            with db.session() as session:
+            with self.ctx.db.session() as session:
                 run = run_repo.get(session, active.run_id)
-                if run is not None:
-                    extra = self.after_backup(run, document, result)
+            if run is not None:
+                extra = self.after_backup(run, document, result)
         doc = result.to_json()
         details = {
             "type": doc["type"],
@@ -131,6 +157,7 @@ class RunExecutor:
             "newFiles": doc["newFiles"],
             "changedFiles": doc["changedFiles"],
             "unchangedFiles": doc["unchangedFiles"],
+            "renamedFiles": doc["renamedFiles"],
             "deletedFiles": doc["deletedFiles"],
             "filesWithWarnings": doc["filesWithWarnings"],
             "skipReasons": dict(result.skips.reasons),
@@ -138,9 +165,10 @@ class RunExecutor:
             **extra,
         }
         return self._finish(
-            snapshot,
+            job,
             "completed",
             {
+                "type": doc["type"],
                 "files_processed": doc["filesProcessed"],
                 "files_skipped": doc["filesSkipped"],
                 "total_bytes": doc["totalBytes"],
@@ -151,6 +179,57 @@ class RunExecutor:
             },
             started,
         )
+
+    def _restore(self, job: _Job, active: ActiveRun, started: float) -> str:
+        assert job.document is not None
+        request = job.request
+        repo = self.ctx.repository(job.document, job.slug)
+        result = run_restore(
+            repo,
+            request.get("backupId", "latest"),
+            Path(request["target"]),
+            master=self.ctx.master_key(required=False),
+            include=request.get("include") or None,
+            existing=request.get("existing", "refuse"),
+            progress=lambda p: self._progress(active, p),
+            cancel=active.cancel,
+        )
+        doc = result.to_json()
+        values = {
+            "files_processed": doc["filesRestored"],
+            "total_bytes": doc["bytesRestored"],
+            "backup_id": result.backup_id,
+            "details": {**doc, "errors": doc["errors"][:200]},
+        }
+        if result.ok:
+            return self._finish(job, "completed", values, started)
+        summary = "; ".join(f"{p}: {m}" for p, m in result.errors[:3])
+        message = f"{len(result.errors)} file(s) could not be restored: {summary}"
+        return self._finish_failed(job, message, started, "restore_failed", values)
+
+    def _verify(self, job: _Job, active: ActiveRun, started: float) -> str:
+        assert job.document is not None
+        request = job.request
+        repo = self.ctx.repository(job.document, job.slug)
+        result = run_verify(
+            repo,
+            request.get("backupId", "latest"),
+            master=self.ctx.master_key(required=False),
+            full=bool(request.get("full", False)),
+            progress=lambda p: self._progress(active, p),
+            cancel=active.cancel,
+        )
+        doc = result.to_json()
+        values = {
+            "files_processed": doc["filesChecked"],
+            "total_bytes": doc["bytesChecked"],
+            "backup_id": result.backup_id,
+            "details": {**doc, "problems": doc["problems"][:200]},
+        }
+        if result.ok:
+            return self._finish(job, "completed", values, started)
+        message = f"backup {result.backup_id} is damaged: {result.summary()}"
+        return self._finish_failed(job, message, started, "verify_failed", values)
 
     # -- recording -------------------------------------------------------------
 
@@ -166,33 +245,28 @@ class RunExecutor:
 
     def _finish_failed(
         self,
-        snapshot: tuple[str, str, str, datetime | None],
+        job: _Job,
         message: str,
         started: float,
         alert_kind: str = "backup_failed",
+        values: dict[str, Any] | None = None,
     ) -> str:
-        run_id, config_id, config_name, _ = snapshot
-        status = self._finish(snapshot, "failed", {"error": message, "backup_id": None}, started)
+        values = {"backup_id": None, **(values or {}), "error": message}
+        status = self._finish(job, "failed", values, started)
         if status == "failed":
+            what = {"backup": "Backup", "restore": "Restore", "verify": "Verification"}
             with self.ctx.db.session() as session:
                 alerts.raise_alert(
                     session,
                     alert_kind,
-                    f"Backup '{config_name}' failed: {message}",
-                    config_id=config_id,
-                    config_name=config_name,
-                    run_id=run_id,
+                    f"{what.get(job.kind, 'Run')} of '{job.config_name}' failed: {message}",
+                    config_id=job.config_id,
+                    config_name=job.config_name,
+                    run_id=job.run_id,
                 )
         return status
 
-    def _finish(
-        self,
-        snapshot: tuple[str, str, str, datetime | None],
-        status: str,
-        values: dict[str, Any],
-        started: float,
-    ) -> str:
-        run_id = snapshot[0]
+    def _finish(self, job: _Job, status: str, values: dict[str, Any], started: float) -> str:
         now = utcnow()
         values = {
             "completed_at": now,
@@ -200,11 +274,11 @@ class RunExecutor:
             **values,
         }
         with self.ctx.db.session() as session:
-            if not run_repo.finish(session, run_id, status, values):
+            if not run_repo.finish(session, job.run_id, status, values):
                 # Someone else settled it (e.g. its lease expired and it was failed).
-                run = run_repo.get(session, run_id)
+                run = run_repo.get(session, job.run_id)
                 return run.status if run else status
-        logger.info("run %s %s", run_id, status)
+        logger.info("%s run %s %s", job.kind, job.run_id, status)
         return status
 
 
