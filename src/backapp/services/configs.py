@@ -25,6 +25,14 @@ def next_fire(document: BackupConfig, after: datetime) -> datetime | None:
     return Schedule(document.schedule.cron_expression, document.schedule.timezone).next_after(after)
 
 
+def next_verify(document: BackupConfig, after: datetime) -> datetime | None:
+    """Given a config document, return its next scheduled verification (None if none)."""
+    spec = document.options.verify_schedule
+    if not document.enabled or not spec:
+        return None
+    return Schedule(spec, document.schedule.timezone).next_after(after)
+
+
 def to_json(config: Config) -> dict[str, Any]:
     """Given a stored config, return its API representation (camelCase)."""
     return {
@@ -35,6 +43,7 @@ def to_json(config: Config) -> dict[str, Any]:
         "createdAt": config.created_at.isoformat(),
         "updatedAt": config.updated_at.isoformat(),
         "nextRunAt": config.next_run_at.isoformat() if config.next_run_at else None,
+        "nextVerifyAt": config.next_verify_at.isoformat() if config.next_verify_at else None,
     }
 
 
@@ -72,6 +81,7 @@ def create(session: Session, document: Any, now: datetime | None = None) -> Conf
         created_at=now,
         updated_at=now,
         next_run_at=next_fire(parsed, now),
+        next_verify_at=next_verify(parsed, now),
     )
     repo.add(session, config)
     return config
@@ -118,8 +128,10 @@ def update(
     merged = deep_merge(config.document, patch)
     parsed = parse_config(merged, strict=True)
     now = now or utcnow()
-    schedule_changed = (
-        parsed.schedule != document_of(config).schedule or parsed.enabled != config.enabled
+    previous = document_of(config)
+    schedule_changed = parsed.schedule != previous.schedule or parsed.enabled != config.enabled
+    verify_changed = (
+        parsed.options.verify_schedule != previous.options.verify_schedule or schedule_changed
     )
     config.document = parsed.to_json_dict()
     config.name = parsed.name
@@ -128,6 +140,8 @@ def update(
     config.updated_at = now
     if schedule_changed:
         config.next_run_at = next_fire(parsed, now)
+    if verify_changed:
+        config.next_verify_at = next_verify(parsed, now)
     session.flush()
     return config
 

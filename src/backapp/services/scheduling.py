@@ -16,7 +16,7 @@ from backapp.db.repositories import runs as run_repo
 from backapp.domain.config import BackupConfig
 from backapp.domain.schedule import Schedule
 from backapp.errors import BackappError, ConflictError
-from backapp.services import alerts
+from backapp.services import alerts, restores
 from backapp.services import configs as config_service
 from backapp.services import runs as run_service
 from backapp.services.context import AppContext
@@ -29,13 +29,43 @@ def fire_due(ctx: AppContext, now: datetime | None = None) -> int:
     now = now or utcnow()
     with ctx.db.session() as session:
         due_ids = [c.id for c in config_repo.due(session, now)]
+        verify_ids = [c.id for c in config_repo.due_verify(session, now)]
     fired = 0
     for config_id in due_ids:
         try:
             fired += _fire_one(ctx, config_id, now)
         except BackappError as exc:
             logger.error("could not fire config %s: %s", config_id, exc)
+    for config_id in verify_ids:
+        try:
+            fired += _fire_verify(ctx, config_id, now)
+        except BackappError as exc:
+            logger.error("could not start the verification of config %s: %s", config_id, exc)
     return fired
+
+
+def _fire_verify(ctx: AppContext, config_id: str, now: datetime) -> int:
+    """Queue the scheduled full verification of a config's latest backup, exactly once."""
+    with ctx.db.session() as session:
+        config = config_repo.get(session, config_id, for_update=True)
+        if config is None or config.next_verify_at is None or config.next_verify_at > now:
+            return 0
+        fire = config.next_verify_at
+        document = config_service.document_of(config)
+        config.next_verify_at = config_service.next_verify(document, now)
+        session.flush()
+        if now - fire > timedelta(seconds=ctx.settings.misfire_grace):
+            logger.info("scheduled verification of %s at %s missed", config.name, fire)
+            return 0
+        try:
+            restores.enqueue_verify(
+                session, config, full=True, trigger="scheduled", scheduled_for=fire
+            )
+        except ConflictError as exc:
+            logger.info("scheduled verification of %s not started: %s", config.name, exc)
+            return 0
+        logger.info("queued the scheduled verification of %s", config.name)
+        return 1
 
 
 def _fire_one(ctx: AppContext, config_id: str, now: datetime) -> int:

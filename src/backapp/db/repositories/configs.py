@@ -59,6 +59,15 @@ def counts(session: Session) -> tuple[int, int]:
     return int(total), int(active)
 
 
+def due_verify(session: Session, now: datetime) -> list[Config]:
+    """Return enabled configs whose scheduled verification time has come."""
+    return list(
+        session.scalars(
+            select(Config).where(Config.enabled.is_(True), Config.next_verify_at <= now)
+        )
+    )
+
+
 def due(session: Session, now: datetime) -> list[Config]:
     """Return enabled configs whose next run time has come."""
     return list(

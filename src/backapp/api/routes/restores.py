@@ -1,0 +1,125 @@
+"""Restore, verify, browse and download: /api/backups/restore, /verify, and a backup's files."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from backapp.api.deps import AdminDep, CtxDep, UserDep
+from backapp.services import configs as config_service
+from backapp.services import restores
+from backapp.services import runs as run_service
+from backapp.services.context import AppContext
+
+router = APIRouter(prefix="/api/backups", tags=["restore"])
+
+
+class RestoreRequest(BaseModel):
+    """What to restore, and where."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    config_id: str = Field(alias="configId", min_length=1, max_length=64)
+    backup_id: str = Field("latest", alias="backupId", min_length=1, max_length=64)
+    target: str | None = Field(
+        None, max_length=4096, description="Absolute folder; default: a new folder"
+    )
+    in_place: bool = Field(
+        False, alias="inPlace", description="Restore to the original location (needs `existing`)"
+    )
+    include: list[Annotated[str, Field(max_length=4096)]] = Field(
+        default_factory=list, description="gitignore-style patterns of the paths to restore"
+    )
+    existing: Literal["refuse", "overwrite", "skip", "keep-both"] | None = Field(
+        None, description="What to do with files already there"
+    )
+
+
+class VerifyRequest(BaseModel):
+    """Which backup to verify, and how deeply."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    config_id: str = Field(alias="configId", min_length=1, max_length=64)
+    backup_id: str = Field("latest", alias="backupId", min_length=1, max_length=64)
+    full: bool = Field(False, description="Download everything and check every file's SHA-256")
+
+
+def _config(ctx: AppContext, config_id: str) -> tuple[Any, str]:
+    with ctx.db.session() as session:
+        config = config_service.get(session, config_id)
+        return config_service.document_of(config), config.slug
+
+
+@router.post("/restore", status_code=202)
+def restore(ctx: CtxDep, user: AdminDep, body: RestoreRequest) -> dict[str, Any]:
+    """Queue a restore of a backup (all of it, or `include`d paths); returns the restore run."""
+    document, slug = _config(ctx, body.config_id)
+    plan = restores.plan_restore(
+        ctx,
+        document,
+        slug,
+        backup_id=body.backup_id,
+        target=body.target,
+        in_place=body.in_place,
+        include=body.include,
+        existing=body.existing,
+    )
+    with ctx.db.session() as session:
+        config = config_service.get(session, body.config_id)
+        run = restores.enqueue_restore(session, config, plan, user.username)
+        return run_service.one_to_json(session, run)
+
+
+@router.post("/verify", status_code=202)
+def verify(ctx: CtxDep, user: AdminDep, body: VerifyRequest) -> dict[str, Any]:
+    """Queue a verification of a backup (quick, or `full`); returns the verify run."""
+    document, slug = _config(ctx, body.config_id)
+    backup_id = ctx.repository(document, slug).resolve(body.backup_id)
+    with ctx.db.session() as session:
+        config = config_service.get(session, body.config_id)
+        run = restores.enqueue_verify(
+            session, config, backup_id=backup_id, full=body.full, requested_by=user.username
+        )
+        return run_service.one_to_json(session, run)
+
+
+@router.get("/configs/{config_id}/backups/{backup_id}/tree")
+def browse(
+    ctx: CtxDep,
+    user: UserDep,
+    config_id: str,
+    backup_id: str,
+    path: Annotated[str, Query(max_length=4096)] = "",
+) -> dict[str, Any]:
+    """The entries of one folder of a backup, read from its manifest (no archive download)."""
+    document, slug = _config(ctx, config_id)
+    return restores.browse(ctx, document, slug, backup_id, path)
+
+
+@router.get("/configs/{config_id}/backups/{backup_id}/file")
+def download(
+    ctx: CtxDep,
+    user: UserDep,
+    config_id: str,
+    backup_id: str,
+    path: Annotated[str, Query(min_length=1, max_length=4096)],
+) -> StreamingResponse:
+    """Download one file of a backup (only the blocks holding it are read)."""
+    document, slug = _config(ctx, config_id)
+    entry, stream = restores.open_file(ctx, document, slug, backup_id, path)
+    name = entry.path.rsplit("/", 1)[-1].replace('"', "")
+    return StreamingResponse(
+        stream,
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f"attachment; filename*=UTF-8''{_quote(name)}",
+            "Content-Length": str(entry.size),
+        },
+    )
+
+
+def _quote(name: str) -> str:
+    return quote(name, safe="")
