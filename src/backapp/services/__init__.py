@@ -1,0 +1,1 @@
+"""Business rules: configs, runs, alerts, statistics, retention, scheduling decisions."""
