@@ -169,3 +169,7 @@ class Alert(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     acknowledged_at: Mapped[datetime | None] = mapped_column(default=None)
     acknowledged_by: Mapped[str | None] = mapped_column(String(150), default=None)
+    # Notification delivery: claimed (and then sent) once, retried a few times on failure.
+    notified_at: Mapped[datetime | None] = mapped_column(default=None)
+    notify_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    notify_error: Mapped[str | None] = mapped_column(Text, default=None)

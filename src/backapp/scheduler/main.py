@@ -16,8 +16,9 @@ from typing import Any
 from backapp.db import Run, utcnow
 from backapp.domain.config import BackupConfig
 from backapp.engine.backup import BackupResult
+from backapp.notify import Notifier, TransportError, build_notifier
 from backapp.scheduler.worker import Worker
-from backapp.services import retention, scheduling
+from backapp.services import alerts, retention, scheduling
 from backapp.services.context import AppContext
 from backapp.services.execution import RunExecutor
 
@@ -45,6 +46,11 @@ class SchedulerService:
             worker_id=worker_id,
             max_concurrent=ctx.settings.max_concurrent_runs,
         )
+        self.notifier: Notifier | None = None
+        try:
+            self.notifier = build_notifier(ctx.settings.notify_urls)
+        except TransportError as exc:
+            logger.error("notifications are off: %s", exc)
 
     def _after_backup(self, run: Run, config: BackupConfig, result: BackupResult) -> dict[str, Any]:
         return retention.apply(
@@ -58,11 +64,16 @@ class SchedulerService:
             lambda: scheduling.fire_due(self.ctx, now),
             lambda: scheduling.expire_lost_runs(self.ctx, now),
             self.worker.poll,
+            self._notify,
         ):
             try:
                 step()
             except Exception:  # a database hiccup must not stop the scheduler
                 logger.exception("scheduler step failed; retrying on the next tick")
+
+    def _notify(self) -> None:
+        if self.notifier is not None:
+            alerts.dispatch_notifications(self.ctx, self.notifier)
 
     def run(self, stop: threading.Event) -> None:
         """Tick until ``stop`` is set, then shut down gracefully."""

@@ -8,6 +8,8 @@ from typing import Any
 from backapp.db import Alert, Session, utcnow
 from backapp.db.repositories import alerts as repo
 from backapp.errors import ConflictError, NotFoundError
+from backapp.notify import Notification, Notifier, TransportError
+from backapp.services.context import AppContext
 
 logger = logging.getLogger(__name__)
 
@@ -83,3 +85,43 @@ def acknowledge(session: Session, alert_id: str, username: str) -> Alert:
     alert.acknowledged_by = username
     session.flush()
     return alert
+
+
+MAX_NOTIFY_ATTEMPTS = 5
+
+
+def dispatch_notifications(ctx: AppContext, notifier: Notifier) -> int:
+    """Send the notification of every alert not yet notified; return how many were sent.
+
+    Each alert is claimed with a conditional update first, so several schedulers never
+    send one twice; a failed delivery is retried on later ticks, a few times.
+    """
+    with ctx.db.session() as session:
+        pending = repo.pending_notifications(session, MAX_NOTIFY_ATTEMPTS)
+    sent = 0
+    for alert_id in pending:
+        with ctx.db.session() as session:
+            if not repo.claim_notification(session, alert_id, utcnow()):
+                continue
+            alert = repo.get(session, alert_id)
+            assert alert is not None
+            note = Notification(
+                title=f"BackApp {alert.severity}: {alert.kind.replace('_', ' ')}",
+                body=alert.message,
+                severity=alert.severity,
+            )
+        try:
+            notifier.send(note)
+        except TransportError as exc:
+            logger.warning("notification of alert %s failed: %s", alert_id, exc)
+            with ctx.db.session() as session:
+                repo.release_notification(
+                    session,
+                    alert_id,
+                    str(exc),
+                    give_up=exc.permanent,
+                    max_attempts=MAX_NOTIFY_ATTEMPTS,
+                )
+            continue
+        sent += 1
+    return sent
