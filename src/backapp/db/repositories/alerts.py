@@ -8,6 +8,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from backapp.db.models import Alert
+from backapp.db.repositories import storable
 
 
 def add(session: Session, alert: Alert) -> None:
@@ -18,6 +19,8 @@ def add(session: Session, alert: Alert) -> None:
 
 def get(session: Session, alert_id: str) -> Alert | None:
     """Given an id, return the alert or None."""
+    if not storable(alert_id):
+        return None
     return session.get(Alert, alert_id)
 
 

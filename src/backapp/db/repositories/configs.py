@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from backapp.db.models import Config
+from backapp.db.repositories import storable
 
 
 def list_configs(session: Session) -> list[Config]:
@@ -22,6 +23,8 @@ def list_enabled(session: Session) -> list[Config]:
 
 def get(session: Session, config_id: str, *, for_update: bool = False) -> Config | None:
     """Given an id, return the config (locked for update if asked) or None."""
+    if not storable(config_id):
+        return None
     query = select(Config).where(Config.id == config_id)
     if for_update:
         query = query.with_for_update()

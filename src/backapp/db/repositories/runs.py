@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backapp.db.models import Run
+from backapp.db.repositories import storable
 
 ACTIVE = ("queued", "running")
 
@@ -30,6 +31,8 @@ def add(session: Session, run: Run) -> None:
 
 def get(session: Session, run_id: str) -> Run | None:
     """Given a run id, return the run or None."""
+    if not storable(run_id):
+        return None
     return session.get(Run, run_id)
 
 
@@ -49,6 +52,8 @@ def list_runs(
     limit: int = 50,
 ) -> list[Run]:
     """Return runs, newest first, optionally filtered."""
+    if config_id and not storable(config_id):
+        return []
     query = select(Run)
     if config_id:
         query = query.where(Run.config_id == config_id)

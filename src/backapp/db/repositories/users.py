@@ -8,6 +8,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from backapp.db.models import ApiToken, User, WebSession
+from backapp.db.repositories import storable
 
 
 def count_users(session: Session) -> int:
@@ -17,6 +18,8 @@ def count_users(session: Session) -> int:
 
 def get_by_name(session: Session, username: str) -> User | None:
     """Given a username, return the user or None."""
+    if not storable(username):
+        return None
     return session.scalar(select(User).where(User.username == username))
 
 
