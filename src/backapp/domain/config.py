@@ -36,6 +36,15 @@ class _Model(BaseModel):
         alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
     )
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # NUL can be neither a path, a key nor a PostgreSQL string: refuse it everywhere.
+        texts = value if isinstance(value, list) else [value]
+        if any(isinstance(t, str) and "\x00" in t for t in texts):
+            raise ValueError("must not contain NUL characters")
+        return value
+
     def to_json_dict(self) -> dict[str, Any]:
         """Return the camelCase JSON document of this model."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)

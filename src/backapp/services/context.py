@@ -28,13 +28,18 @@ class AppContext:
         return MasterKey.from_base64(secret.get_secret_value() if secret else None)
 
     def storage_for(
-        self, destination: S3Destination | LocalDestination, bandwidth_kbps: int | None = None
+        self,
+        destination: S3Destination | LocalDestination,
+        bandwidth_kbps: int | None = None,
+        *,
+        retry: bool = True,
     ) -> Storage:
         """Given a destination, return its storage (with retries and bandwidth limit)."""
         return open_storage(
             destination,
             default_endpoint=self.settings.aws_s3_endpoint,
             bandwidth_kbps=bandwidth_kbps,
+            retry=retry,
         )
 
     def repository(self, config: BackupConfig, slug: str) -> Repository:

@@ -15,7 +15,7 @@ def test_destination(
 ) -> dict[str, Any]:
     """Given a destination, check it; return {ok, message} in the Troubleshooting's words."""
     try:
-        storage = ctx.storage_for(destination)
+        storage = ctx.storage_for(destination, retry=False)  # a person is waiting: fail fast
         storage.check()
     except StorageError as exc:
         return {"ok": False, "message": exc.message, "location": _where(destination)}

@@ -31,6 +31,7 @@ from backapp.errors import (
     ConfigError,
     EncryptionKeyError,
     SourceError,
+    StorageCredentialsError,
     StorageError,
 )
 from backapp.services import alerts
@@ -53,7 +54,7 @@ class ActiveRun:
 
 def alert_kind_for(exc: BaseException, kind: str = "backup") -> str:
     """Given the error that failed a run (and its kind), return the alert kind to raise."""
-    if isinstance(exc, ConfigError | SourceError | EncryptionKeyError):
+    if isinstance(exc, ConfigError | SourceError | EncryptionKeyError | StorageCredentialsError):
         return "config_error"
     if isinstance(exc, StorageError):
         return "storage_connection"

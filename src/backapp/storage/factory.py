@@ -16,20 +16,24 @@ def open_storage(
     *,
     default_endpoint: str | None = None,
     bandwidth_kbps: int | None = None,
+    retry: bool = True,
 ) -> Storage:
     """Given a destination, return its Storage with retries (and a KB/s limit if given).
 
     ``default_endpoint`` (the AWS_S3_ENDPOINT setting) serves S3 destinations without an
     endpoint of their own. The destination's prefix is not applied here: callers join it
-    into their keys. Nothing is contacted yet; call ``check()`` for that.
+    into their keys. Nothing is contacted yet; call ``check()`` for that. Without
+    ``retry`` (an interactive check) a failure is reported at once.
     """
     backend: Storage
     if isinstance(destination, LocalDestination):
         backend = LocalStorage(Path(destination.path))
     else:
         endpoint = destination.endpoint or default_endpoint or None
-        backend = S3Storage(destination.bucket, destination.region, endpoint)
-    storage: Storage = RetryingStorage(backend)
+        backend = S3Storage(
+            destination.bucket, destination.region, endpoint, retries=5 if retry else 0
+        )
+    storage: Storage = RetryingStorage(backend) if retry else backend
     if bandwidth_kbps:
         storage = ThrottledStorage(storage, bandwidth_kbps * 1024)
     return storage
