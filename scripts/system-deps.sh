@@ -4,7 +4,7 @@
 set -euo pipefail
 want=()
 case "${1:-test}" in
-  test)  need=(tar:tar zstd:zstd) ;;
+  test)  need=(tar:tar zstd:zstd chromium:/usr/bin/chromium) ;;
   bench) need=(tar:tar zstd:zstd pigz:pigz restic:restic time:/usr/bin/time openssl:openssl) ;;
   *) echo "usage: $0 test|bench" >&2; exit 2 ;;
 esac

@@ -8,10 +8,10 @@ from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 
-from backapp import __version__
+from backapp import __version__, web
 from backapp.api import errors
 from backapp.api.deps import UserDep
-from backapp.api.routes import configs, misc, runs
+from backapp.api.routes import configs, misc, restores, runs
 from backapp.db import Database
 from backapp.services.context import AppContext
 from backapp.settings import Settings
@@ -38,6 +38,8 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.include_router(configs.router)
     app.include_router(runs.router)
     app.include_router(misc.router)
+    app.include_router(restores.router)
+    web.install(app)
 
     @app.get("/api/openapi.json", include_in_schema=False)
     def openapi(user: UserDep) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from markupsafe import Markup, escape
 
@@ -61,7 +61,10 @@ def time_tag(value: str | datetime | None, zone: str | None = None) -> Markup:
     moment = to_datetime(value)
     if moment is None:
         return Markup('<span class="muted">—</span>')
-    shown = moment.astimezone(ZoneInfo(zone)) if zone else moment.astimezone(UTC)
+    try:
+        shown = moment.astimezone(ZoneInfo(zone)) if zone else moment.astimezone(UTC)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone, shown = None, moment.astimezone(UTC)
     text = f"{shown:%Y-%m-%d %H:%M} {zone or 'UTC'}"
     zone_attr = Markup(' data-tz="{}"').format(zone) if zone else Markup("")
     return Markup('<time datetime="{}" data-local{}>{}</time>').format(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from backapp.web.security import CSRF_FIELD, WebUser, set_cookie
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
 FLASH_COOKIE = "backapp_flash"
+_LOCAL_PATH = re.compile(r"^/(?![/\\])[^\x00-\x20\x7f\\]*$")
 
 templates = Jinja2Templates(directory=HERE / "templates")
 env = templates.env
@@ -46,7 +48,9 @@ env.globals.update(static=static_url, version=__version__, csrf_field=CSRF_FIELD
 
 def local_path(target: str | None, default: str = "/backups") -> str:
     """Given a 'next' URL from a form or query, return it if it stays on this site."""
-    if target and target.startswith("/") and not target.startswith(("//", "/\\")):
+    # One leading slash, then no slash, backslash or control character: "//evil.example",
+    # "/\\evil.example" and "/\t/evil.example" would all leave the site.
+    if target and _LOCAL_PATH.match(target):
         return target
     return default
 

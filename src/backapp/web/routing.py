@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
+from backapp.db import DatabaseError
 from backapp.errors import (
     BackappError,
     ConflictError,
@@ -30,6 +31,7 @@ from backapp.web.security import LoginRequiredError
 logger = logging.getLogger(__name__)
 
 _STATUS: list[tuple[type[BackappError], int, str]] = [
+    (DatabaseError, 503, "Database unavailable"),
     (NotFoundError, 404, "Not found"),
     (PermissionDeniedError, 403, "Not allowed"),
     (ConflictError, 409, "Conflict"),
@@ -39,6 +41,8 @@ _STATUS: list[tuple[type[BackappError], int, str]] = [
 
 def login_redirect(request: Request) -> Response:
     """Given a request that needs a login, send the browser to the login page (and back)."""
+    if request.headers.get("accept") == "text/event-stream":
+        return Response(status_code=204)  # tells an EventSource to stop reconnecting
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     url = f"/login?next={quote(target)}" if request.method == "GET" else "/login"
     if request.headers.get("hx-request"):
@@ -49,9 +53,7 @@ def login_redirect(request: Request) -> Response:
 def error_page(request: Request, status: int, title: str, message: str) -> Response:
     """Given a status and a message, return the HTML error page."""
     user = getattr(request.state, "web_user", None)
-    return render(
-        request, "error.html", user, status_code=status, title=title, message=message
-    )
+    return render(request, "error.html", user, status_code=status, title=title, message=message)
 
 
 def page_for_error(request: Request, exc: Exception) -> Response:

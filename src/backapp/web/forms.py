@@ -1,0 +1,371 @@
+"""The configuration form: posted fields to a config document and back, keeping every input.
+
+Field names are flat (``sources-0-path``, ``dest-bucket``, ``options-level``); a
+document's error paths (``sources[0].path``) map back to them so each message
+appears next to its field, and a form that fails keeps exactly what was typed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from backapp.domain.config import (
+    Destination,
+    LocalDestination,
+    S3Destination,
+    parse_config,
+    validation_problems,
+)
+from backapp.errors import ConfigError
+
+Problems = list[tuple[str, str]]
+
+
+@dataclass
+class SourceRow:
+    """One row of the Sources section; patterns are one per line."""
+
+    path: str = ""
+    include: str = ""
+    exclude: str = ""
+
+    @property
+    def blank(self) -> bool:
+        """Return whether nothing was typed in this row."""
+        return not (self.path.strip() or self.include.strip() or self.exclude.strip())
+
+
+# Flat field name -> document path, for every field outside the source rows.
+FIELD_PATHS = {
+    "name": "name",
+    "enabled": "enabled",
+    "dest-type": "destination.type",
+    "dest-bucket": "destination.bucket",
+    "dest-region": "destination.region",
+    "dest-endpoint": "destination.endpoint",
+    "dest-path": "destination.path",
+    "dest-prefix": "destination.prefix",
+    "schedule-cron": "schedule.cronExpression",
+    "schedule-timezone": "schedule.timezone",
+    "options-type": "options.type",
+    "options-compression": "options.compression",
+    "options-level": "options.compressionLevel",
+    "options-algorithm": "options.compressionAlgorithm",
+    "options-encryption": "options.encryption",
+    "options-retention": "options.retentionDays",
+    "options-bandwidth": "options.bandwidth",
+    "options-full-every": "options.fullEvery",
+    "options-verify": "options.verifySchedule",
+}
+_PATH_FIELDS = {path: name for name, path in FIELD_PATHS.items()}
+_SOURCE_PATH = re.compile(r"^sources\[(\d+)\](?:\.(\w+))?")
+_SOURCE_FIELDS = {"path": "path", "includePatterns": "include", "excludePatterns": "exclude"}
+LABELS = {
+    "name": "Name",
+    "enabled": "Enabled",
+    "dest-type": "Destination type",
+    "dest-bucket": "Bucket",
+    "dest-region": "Region",
+    "dest-endpoint": "Endpoint",
+    "dest-path": "Folder",
+    "dest-prefix": "Prefix",
+    "schedule-cron": "Cron expression",
+    "schedule-timezone": "Timezone",
+    "options-type": "Backup type",
+    "options-compression": "Compression",
+    "options-level": "Compression level",
+    "options-algorithm": "Compression algorithm",
+    "options-encryption": "Encryption",
+    "options-retention": "Retention (days)",
+    "options-bandwidth": "Bandwidth limit",
+    "options-full-every": "Full backup every",
+    "options-verify": "Verify schedule",
+}
+_SOURCE_LABELS = {"path": "path", "include": "include patterns", "exclude": "exclude patterns"}
+
+
+def label_for(name: str) -> str:
+    """Given a form field name, return its label as the page shows it."""
+    match = re.match(r"^sources-(\d+)-(\w+)$", name)
+    if match:
+        return f"Source {int(match.group(1)) + 1} {_SOURCE_LABELS.get(match.group(2), '')}".strip()
+    return LABELS.get(name, "Configuration")
+
+
+def field_for(path: str) -> str:
+    """Given a document error path (``sources[1].path``), return the form field it is about."""
+    match = _SOURCE_PATH.match(path)
+    if match:
+        index, key = match.groups()
+        return f"sources-{index}-{_SOURCE_FIELDS.get(key or '', 'path')}"
+    if path == "sources":
+        return "sources-0-path"
+    if path == "destination":
+        return "dest-type"
+    while path and path not in _PATH_FIELDS:
+        path = path.rpartition(".")[0]  # e.g. options.compressionLevel.<extra> -> its field
+    return _PATH_FIELDS.get(path, "")
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _text(form: Mapping[str, Any], name: str, default: str = "") -> str:
+    value = form.get(name, default)
+    return value if isinstance(value, str) else default
+
+
+@dataclass
+class ConfigForm:
+    """Everything the configuration form shows, as typed (numbers stay text)."""
+
+    name: str = ""
+    enabled: bool = True
+    sources: list[SourceRow] = field(default_factory=lambda: [SourceRow()])
+    dest_type: str = "local"
+    bucket: str = ""
+    region: str = "us-east-1"
+    endpoint: str = ""
+    local_path: str = ""
+    prefix: str = ""
+    cron: str = "0 2 * * *"
+    timezone: str = "UTC"
+    backup_type: str = "full"
+    compression: bool = True
+    level: str = "6"
+    algorithm: str = "gzip"
+    encryption: bool = False
+    retention: str = ""
+    bandwidth: str = ""
+    full_every: str = "7"
+    verify: str = ""
+    version: str = ""
+
+    # -- from a posted form, or from a stored document -----------------------------
+
+    @classmethod
+    def from_form(cls, form: Mapping[str, Any]) -> ConfigForm:
+        """Given posted fields, return the form exactly as typed (blank source rows too)."""
+        indices = sorted({int(m.group(1)) for k in form if (m := re.match(r"^sources-(\d+)-", k))})
+        rows = [
+            SourceRow(
+                _text(form, f"sources-{i}-path"),
+                _text(form, f"sources-{i}-include"),
+                _text(form, f"sources-{i}-exclude"),
+            )
+            for i in indices
+        ]
+        return cls(
+            name=_text(form, "name"),
+            enabled=form.get("enabled") is not None,
+            sources=rows or [SourceRow()],
+            dest_type=_text(form, "dest-type", "s3"),
+            bucket=_text(form, "dest-bucket"),
+            region=_text(form, "dest-region"),
+            endpoint=_text(form, "dest-endpoint"),
+            local_path=_text(form, "dest-path"),
+            prefix=_text(form, "dest-prefix"),
+            cron=_text(form, "schedule-cron"),
+            timezone=_text(form, "schedule-timezone"),
+            backup_type=_text(form, "options-type", "full"),
+            compression=form.get("options-compression") is not None,
+            level=_text(form, "options-level"),
+            algorithm=_text(form, "options-algorithm", "gzip"),
+            encryption=form.get("options-encryption") is not None,
+            retention=_text(form, "options-retention"),
+            bandwidth=_text(form, "options-bandwidth"),
+            full_every=_text(form, "options-full-every"),
+            verify=_text(form, "options-verify"),
+            version=_text(form, "version"),
+        )
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any], version: int | None = None) -> ConfigForm:
+        """Given a stored config document, return the form that edits it."""
+        dest = document.get("destination", {})
+        schedule = document.get("schedule", {})
+        options = document.get("options", {})
+
+        def opt(key: str, default: Any = "") -> str:
+            value = options.get(key)
+            return default if value is None else str(value)
+
+        defaults = cls()
+        return cls(
+            name=str(document.get("name", "")),
+            enabled=bool(document.get("enabled", True)),
+            sources=[
+                SourceRow(
+                    str(s.get("path", "")),
+                    "\n".join(s.get("includePatterns", [])),
+                    "\n".join(s.get("excludePatterns", [])),
+                )
+                for s in document.get("sources", [])
+            ]
+            or [SourceRow()],
+            dest_type=str(dest.get("type", "s3")),
+            bucket=str(dest.get("bucket", "")),
+            region=str(dest.get("region", defaults.region)),
+            endpoint=str(dest.get("endpoint") or ""),
+            local_path=str(dest.get("path", "")),
+            prefix=str(dest.get("prefix", "")),
+            cron=str(schedule.get("cronExpression", "")),
+            timezone=str(schedule.get("timezone", "UTC")),
+            backup_type=opt("type", "full"),
+            compression=bool(options.get("compression", True)),
+            level=opt("compressionLevel", "6"),
+            algorithm=opt("compressionAlgorithm", "gzip"),
+            encryption=bool(options.get("encryption", False)),
+            retention=opt("retentionDays"),
+            bandwidth=opt("bandwidth"),
+            full_every=opt("fullEvery", "7"),
+            verify=opt("verifySchedule"),
+            version="" if version is None else str(version),
+        )
+
+    def without_blank_rows(self) -> ConfigForm:
+        """Return this form without its empty source rows (one empty row if none is left).
+
+        Done before validating, so that ``sources[i]`` in an error is the i-th row shown.
+        """
+        self.sources = [s for s in self.sources if not s.blank] or [SourceRow()]
+        return self
+
+    def apply_row_action(self, action: str) -> bool:
+        """Given a submit button's action (add-source, remove-source-N), apply it.
+
+        Return whether it was such an action (the form is then shown again, unsaved).
+        Browsers running the page's script add and remove rows without a round trip.
+        """
+        if action == "add-source":
+            self.sources.append(SourceRow())
+            return True
+        if action.startswith("remove-source-") and action[14:].isdigit():
+            position = int(action[14:])
+            if position < len(self.sources):
+                del self.sources[position]
+            self.sources = self.sources or [SourceRow()]
+            return True
+        return False
+
+    # -- to a document ---------------------------------------------------------------
+
+    def destination_document(self) -> dict[str, Any]:
+        """Return the destination as a document (only the chosen type's fields)."""
+        if self.dest_type == "local":
+            return {"type": "local", "path": self.local_path.strip(), "prefix": self.prefix.strip()}
+        doc: dict[str, Any] = {
+            "type": self.dest_type,
+            "bucket": self.bucket.strip(),
+            "region": self.region.strip(),
+            "prefix": self.prefix.strip(),
+        }
+        if self.endpoint.strip():
+            doc["endpoint"] = self.endpoint.strip()
+        return doc
+
+    def to_document(self) -> tuple[dict[str, Any], Problems]:
+        """Return the config document and every problem with it (empty when valid)."""
+        problems: Problems = []
+
+        def whole(name: str, value: str, *, optional: bool) -> int | None:
+            text = value.strip()
+            if not text and optional:
+                return None
+            try:
+                return int(text)
+            except ValueError:
+                problems.append((FIELD_PATHS[name], "must be a whole number"))
+                return None
+
+        options: dict[str, Any] = {
+            "type": self.backup_type,
+            "compression": self.compression,
+            "compressionAlgorithm": self.algorithm,
+            "encryption": self.encryption,
+        }
+        for name, key, value, optional in (
+            ("options-level", "compressionLevel", self.level, False),
+            ("options-retention", "retentionDays", self.retention, True),
+            ("options-bandwidth", "bandwidth", self.bandwidth, True),
+            ("options-full-every", "fullEvery", self.full_every, False),
+        ):
+            number = whole(name, value, optional=optional)
+            if number is not None:
+                options[key] = number
+        if self.verify.strip():
+            options["verifySchedule"] = self.verify.strip()
+        document: dict[str, Any] = {
+            "name": self.name.strip(),
+            "enabled": self.enabled,
+            "sources": [
+                {
+                    "path": s.path.strip(),
+                    "includePatterns": _lines(s.include),
+                    "excludePatterns": _lines(s.exclude),
+                }
+                for s in self.sources
+                if not s.blank
+            ],
+            "destination": self.destination_document(),
+            "schedule": {"cronExpression": self.cron.strip(), "timezone": self.timezone.strip()},
+            "options": options,
+        }
+        try:
+            parse_config(document, strict=True)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+        return document, problems
+
+
+def parse_destination(document: dict[str, Any]) -> S3Destination | LocalDestination:
+    """Given a destination document, return the validated destination. Raise ConfigError."""
+    try:
+        return TypeAdapter(Destination).validate_python(document)
+    except ValidationError as exc:
+        problems = [(_destination_path(p), m) for p, m in validation_problems(exc)]
+        summary = "; ".join(f"{label_for(field_for(p))}: {m}" for p, m in problems)
+        raise ConfigError(f"invalid destination: {summary}", problems) from exc
+
+
+def _destination_path(path: str) -> str:
+    # Validated alone, a destination's errors start with its union tag ("s3.bucket").
+    for tag in ("s3.", "local."):
+        path = path.removeprefix(tag)
+    return "destination" if path in ("(document)", "s3", "local") else f"destination.{path}"
+
+
+def errors_by_field(problems: Problems) -> dict[str, list[str]]:
+    """Given (document path, message) problems, return messages by form field name.
+
+    Problems that belong to no field are listed under "" (shown at the top of the form).
+    """
+    out: dict[str, list[str]] = {}
+    for path, message in problems:
+        out.setdefault(field_for(path), []).append(message)
+    return out
+
+
+def replacement_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """Given a stored document and a whole new one, return the PATCH that turns one into the other.
+
+    ``services.configs.update`` deep-merges a patch, so a field the form left out (a cleared
+    retention, the bucket of a destination switched to local) must be sent as ``None``.
+    """
+    patch: dict[str, Any] = {}
+    for key in old:
+        if key not in new:
+            patch[key] = None
+    for key, value in new.items():
+        previous = old.get(key)
+        if isinstance(value, Mapping) and isinstance(previous, Mapping):
+            patch[key] = replacement_patch(previous, value)
+        else:
+            patch[key] = value
+    return patch

@@ -1,0 +1,44 @@
+"""Alerts, /alerts: what needs a human, and acknowledging it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+
+from backapp.errors import ConflictError
+from backapp.services import alerts as alert_service
+from backapp.services import configs as config_service
+from backapp.web.rendering import redirect, render
+from backapp.web.routing import WebRoute
+from backapp.web.security import AdminPost, CtxDep, PageUser
+
+router = APIRouter(route_class=WebRoute, include_in_schema=False)
+
+
+@router.get("/alerts")
+def alerts(
+    request: Request,
+    ctx: CtxDep,
+    user: PageUser,
+    show: Annotated[Literal["open", "all"], Query()] = "open",
+) -> Response:
+    """Show open alerts (or all of them), newest first."""
+    with ctx.db.session() as session:
+        found = alert_service.list_alerts(session, open_only=show == "open", limit=200)
+        items = [alert_service.to_json(a) for a in found]
+        alive = config_service.existing_ids(
+            session, {a["configId"] for a in items if a["configId"]}
+        )
+    return render(request, "alerts.html", user, alerts=items, show=show, alive=alive)
+
+
+@router.post("/alerts/{alert_id}/acknowledge")
+def acknowledge(request: Request, ctx: CtxDep, posted: AdminPost, alert_id: str) -> Response:
+    """Mark an alert acknowledged by the current user."""
+    try:
+        with ctx.db.session() as session:
+            alert_service.acknowledge(session, alert_id, posted.user.username)
+    except ConflictError as exc:
+        return redirect(request, "/alerts", exc.message, kind="error")
+    return redirect(request, "/alerts", "Alert acknowledged.")
