@@ -11,7 +11,7 @@ from backapp.services import users
 from backapp.services.context import AppContext
 from backapp.services.users import Identity
 
-SESSION_COOKIE = "backapp_session"
+SESSION_COOKIE = users.SESSION_COOKIE
 CSRF_HEADER = "x-csrf-token"
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 

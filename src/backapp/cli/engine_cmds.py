@@ -225,8 +225,7 @@ def verify(
         )
     else:
         out_console.print(
-            f"[bold red]Backup {result.backup_id} is damaged[/]: "
-            f"{len(result.problems)} problem(s)"
+            f"[bold red]Backup {result.backup_id} is damaged[/]: {len(result.problems)} problem(s)"
         )
         for where, message in result.problems[:100]:
             out_console.print(f"  {where}: {message}")

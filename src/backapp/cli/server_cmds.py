@@ -119,7 +119,14 @@ def _serve(host: str, port: int, *, with_scheduler: bool) -> None:
         thread.start()
     out_console.print(f"BackApp listening on http://{host}:{port}  (database {ctx.db.description})")
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=5,  # open progress streams must not hold up a stop
+        )
     finally:
         stop.set()
         if service is not None:

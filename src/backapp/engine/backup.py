@@ -341,6 +341,7 @@ class _BackupJob:
     def _on_transfer(self, n: int) -> None:
         self.counters.add(n)
         self.progress.bytes_transferred = self.counters.transferred
+        self.report(self.progress)
 
     # -- entries -------------------------------------------------------------
 
@@ -469,7 +470,7 @@ class _BackupJob:
             entry.offset = sink.offset
             digest = hashlib.sha256()
             try:
-                got = sink.read_from(fd, st.st_size, digest.update)
+                got = sink.read_from(fd, st.st_size, lambda view: self._read(digest, view))
             except OSError as exc:
                 # The header already promised st_size bytes: keep what was read, pad the rest.
                 got = sink.offset - entry.offset
@@ -491,7 +492,7 @@ class _BackupJob:
             entry.sha256 = digest.hexdigest()
             self.stats.files += 1
             self.stats.total_bytes += got
-            self._done_file(got)
+            self._done_file(got, counted=True)
             return entry
         finally:
             os.close(fd)
@@ -508,9 +509,16 @@ class _BackupJob:
             self.skips.skip(item.path, os_reason(exc))
         return None
 
-    def _done_file(self, size: int) -> None:
+    def _read(self, digest: Any, view: memoryview) -> None:
+        """Hash a piece of a file just read, and count it (big files show progress too)."""
+        digest.update(view)
+        self.progress.bytes_done += len(view)
+        self.report(self.progress)
+
+    def _done_file(self, size: int, *, counted: bool = False) -> None:
         self.progress.files_done += 1
-        self.progress.bytes_done += size
+        if not counted:
+            self.progress.bytes_done += size
 
 
 def _meta_entry(path: str, kind: str, st: os.stat_result, target: str | None = None) -> Entry:

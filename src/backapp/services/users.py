@@ -18,6 +18,7 @@ from backapp.errors import ConfigError, ConflictError, NotFoundError
 logger = logging.getLogger(__name__)
 
 ROLES = ("admin", "viewer")
+SESSION_COOKIE = "backapp_session"  # the browser session, shared by the API and the web UI
 SESSION_LIFETIME = timedelta(days=7)
 _hasher = PasswordHasher()
 # Verifying against this keeps unknown usernames as slow as wrong passwords.

@@ -16,7 +16,7 @@ from backapp.services.context import AppContext
 from backapp.services.users import Identity
 
 # The same cookie as the API's (api/deps.py): one login serves pages and API calls alike.
-SESSION_COOKIE = "backapp_session"
+SESSION_COOKIE = users.SESSION_COOKIE
 LOGIN_CSRF_COOKIE = "backapp_login_csrf"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
