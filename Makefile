@@ -23,8 +23,8 @@ run: $(STAMP)
 	$(BIN)/backapp serve --host $(HOST) --port $(PORT)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests $(wildcard bench)
+	$(BIN)/ruff format --check src tests $(wildcard bench)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -33,9 +33,11 @@ unit: $(STAMP)
 
 test: lint unit
 
+# BackApp vs tar/pigz/zstd/restic -> bench/RESULTS.md; BENCH_QUICK=1 for a small run,
+# BENCH_ARGS="--million" (or any bench/run.py option) for more.
 bench: $(STAMP)
 	bash scripts/system-deps.sh bench
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache test-artifacts
