@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import stat
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -79,6 +81,7 @@ STATUS_SYMBOLS = {
     "failed": "✕",
     "cancelled": "■",
     "skipped": "↷",
+    "passed": "✓",
 }
 
 
@@ -118,3 +121,22 @@ def progress_view(status: str, progress: dict[str, Any] | None) -> dict[str, Any
         "eta": f"{human_duration(eta)} left" if eta is not None and status == "running" else "",
         "percentText": "…" if percent is None else f"{percent:.0f}%",
     }
+
+
+_FILE_TYPES = {"dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}
+_BACKUP_ID = re.compile(r"^(\d{8}T\d{6})(?:\.(\d{3}))?Z-")
+
+
+def file_mode(kind: str, mode: str | int) -> str:
+    """Given an entry's type and its octal permission bits, return 'drwxr-xr-x' (as ls does)."""
+    bits = int(mode, 8) if isinstance(mode, str) else mode
+    return stat.filemode(_FILE_TYPES.get(kind, stat.S_IFREG) | (bits & 0o7777))
+
+
+def backup_moment(backup_id: str) -> datetime | None:
+    """Given a backup id ('20261126T020000.123Z-3f9a1c'), return when it was made (or None)."""
+    match = _BACKUP_ID.match(backup_id)
+    if match is None:
+        return None
+    moment = datetime.strptime(match.group(1), "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+    return moment.replace(microsecond=int(match.group(2) or 0) * 1000)

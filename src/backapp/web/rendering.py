@@ -33,6 +33,8 @@ env.filters.update(
     number=formatting.number,
     time=formatting.time_tag,
     badge=formatting.status_badge,
+    file_mode=formatting.file_mode,
+    backup_time=formatting.backup_moment,
 )
 
 

@@ -20,7 +20,9 @@ from starlette.exceptions import HTTPException
 from backapp.db import DatabaseError
 from backapp.errors import (
     BackappError,
+    BackupNotFoundError,
     ConflictError,
+    IntegrityError,
     NotFoundError,
     PermissionDeniedError,
     StorageError,
@@ -33,9 +35,11 @@ logger = logging.getLogger(__name__)
 _STATUS: list[tuple[type[BackappError], int, str]] = [
     (DatabaseError, 503, "Database unavailable"),
     (NotFoundError, 404, "Not found"),
+    (BackupNotFoundError, 404, "Not found"),
     (PermissionDeniedError, 403, "Not allowed"),
     (ConflictError, 409, "Conflict"),
     (StorageError, 502, "Storage problem"),
+    (IntegrityError, 502, "Damaged backup"),
 ]
 
 

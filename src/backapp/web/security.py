@@ -20,6 +20,8 @@ SESSION_COOKIE = users.SESSION_COOKIE
 LOGIN_CSRF_COOKIE = "backapp_login_csrf"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
+# Starlette stops at 1000 fields; a folder's page lets an admin tick up to 2000 paths.
+MAX_FORM_FIELDS = 2500
 
 
 class LoginRequiredError(BackappError):
@@ -100,7 +102,7 @@ def tokens_match(sent: str | None, expected: str | None) -> bool:
 
 async def admin_post(request: Request, user: PageUser) -> Posted:
     """Return the posted form of an admin. Raise PermissionDeniedError (wrong CSRF, viewer)."""
-    form = await request.form()
+    form = await request.form(max_fields=MAX_FORM_FIELDS)
     sent = form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER)
     if not tokens_match(sent if isinstance(sent, str) else None, user.csrf_token):
         raise PermissionDeniedError(

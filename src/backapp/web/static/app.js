@@ -184,12 +184,75 @@
     if (summary) summary.focus();
   }
 
+  // -- browsing a backup: pick files and folders to restore ------------------------------------
+  function setUpBrowseForm(root) {
+    var form = within(root, "#browse-form")[0];
+    if (!form || form._backappReady) return;
+    form._backappReady = true;
+    var button = form.querySelector("[data-selection-button]");
+    var all = form.querySelector("[data-select-all]");
+    var boxes = Array.prototype.slice.call(form.querySelectorAll("input[type=checkbox][name=path]"));
+    function update() {
+      var count = boxes.filter(function (box) { return box.checked; }).length;
+      if (button) {
+        button.disabled = count === 0;
+        button.textContent = button.getAttribute("data-label") + (count ? " (" + count + ")" : "");
+      }
+      if (all) {
+        all.checked = count > 0 && count === boxes.length;
+        all.indeterminate = count > 0 && count < boxes.length;
+      }
+    }
+    if (all && boxes.length) {
+      all.hidden = false;
+      all.addEventListener("change", function () {
+        boxes.forEach(function (box) { box.checked = all.checked; });
+        update();
+      });
+    }
+    form.addEventListener("change", function (event) {
+      if (event.target.name === "path") update();
+    });
+    update();  // a page restored from the back/forward cache keeps its ticks
+  }
+
+  // -- the restore form: show what the chosen destination needs ---------------------------
+  function showRestoreChoices(form) {
+    var checked = form.querySelector("input[name='where']:checked");
+    var where = checked ? checked.value : "new";
+    form.querySelectorAll("[data-where]").forEach(function (el) {
+      el.hidden = el.getAttribute("data-where") !== where;
+    });
+    form.querySelectorAll("[data-where-not]").forEach(function (el) {
+      el.hidden = el.getAttribute("data-where-not") === where;
+    });
+    var refuse = form.querySelector("#existing-refuse");
+    var chosen = form.querySelector("input[name='existing']:checked");
+    // The original location needs an explicit choice; a folder of one's own stops by default.
+    if (where === "original" && refuse && refuse.checked) refuse.checked = false;
+    if (where === "folder" && refuse && !chosen) refuse.checked = true;
+  }
+
+  function setUpRestoreForm(root) {
+    var form = within(root, "#restore-form")[0];
+    if (!form || form._backappReady) return;
+    form._backappReady = true;
+    form.addEventListener("change", function (event) {
+      if (event.target.name === "where") showRestoreChoices(form);
+    });
+    showRestoreChoices(form);
+    var summary = document.getElementById("error-summary");
+    if (summary) summary.focus();
+  }
+
   // -- wiring ----------------------------------------------------------------------------------
   function init(root) {
     localiseTimes(root);
     hideSameZone(root);
     watchProgress(root);
     setUpConfigForm(root);
+    setUpBrowseForm(root);
+    setUpRestoreForm(root);
   }
 
   function keepFocusedRegions() {

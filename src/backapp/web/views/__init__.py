@@ -1,8 +1,16 @@
 """The pages' routers, one module per area (in the order their URLs must be matched)."""
 
-from backapp.web.views import alerts, auth, configs, dashboard, runs, tools
+from backapp.web.views import alerts, auth, configs, dashboard, restores, runs, tools
 
 # Fixed paths (/backups/new, /backups/logs, …) before /backups/{config_id}.
-ROUTERS = [auth.router, dashboard.router, tools.router, runs.router, alerts.router, configs.router]
+ROUTERS = [
+    auth.router,
+    dashboard.router,
+    tools.router,
+    runs.router,
+    alerts.router,
+    restores.router,
+    configs.router,
+]
 
 __all__ = ["ROUTERS"]

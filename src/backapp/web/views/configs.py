@@ -21,6 +21,7 @@ from backapp.web.forms import (
 from backapp.web.rendering import local_path, redirect, render
 from backapp.web.routing import WebRoute
 from backapp.web.security import AdminPage, AdminPost, CtxDep, PageUser, Posted, WebUser
+from backapp.web.views.restores import start_path
 from backapp.web.views.tools import check_destination, fire_times, timezone_names
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
@@ -156,6 +157,8 @@ def config_detail(request: Request, ctx: CtxDep, user: PageUser, config_id: str)
     schedule = doc["schedule"]
     upcoming, _ = fire_times(schedule["cronExpression"], schedule["timezone"])
     active = next((r for r in runs if r["status"] in ("queued", "running")), None)
+    # A restore or verification in progress does not stop a backup from being queued.
+    backing_up = any(r["status"] in ("queued", "running") and r["kind"] == "backup" for r in runs)
     return render(
         request,
         "config_detail.html",
@@ -164,6 +167,7 @@ def config_detail(request: Request, ctx: CtxDep, user: PageUser, config_id: str)
         runs=runs,
         upcoming=upcoming if doc["enabled"] else [],
         active=active,
+        backing_up=backing_up,
         active_progress=progress_view(active["status"], active["progress"]) if active else None,
     )
 
@@ -179,7 +183,16 @@ def stored_backups(request: Request, ctx: CtxDep, user: PageUser, config_id: str
         backups = destinations.stored_backups(ctx, document, slug)
     except BackappError as exc:
         error = exc.message
-    return render(request, "partials/stored_backups.html", user, backups=backups, error=error)
+    for backup in backups:
+        backup["browseFrom"] = start_path(backup.get("sources") or [])
+    return render(
+        request,
+        "partials/stored_backups.html",
+        user,
+        backups=backups,
+        error=error,
+        config_id=config_id,
+    )
 
 
 @router.get("/backups/{config_id}/delete")

@@ -18,6 +18,7 @@ from backapp.services import runs as run_service
 from backapp.services.context import AppContext
 from backapp.web.formatting import progress_view
 from backapp.web.rendering import local_path, redirect, render
+from backapp.web.restore_form import picked_path
 from backapp.web.routing import WebRoute
 from backapp.web.security import AdminPost, CtxDep, PageUser
 
@@ -25,6 +26,8 @@ router = APIRouter(route_class=WebRoute, include_in_schema=False)
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled", "skipped")
 Status = Literal["", "queued", "running", "completed", "failed", "cancelled", "skipped"]
+KINDS = (("backup", "Backups"), ("restore", "Restores"), ("verify", "Verifications"))
+Kind = Literal["", "backup", "restore", "verify"]
 # How often the event stream looks at the run row (the worker writes it at most once a second),
 # and how long one stream lives before the browser reconnects (so a server can stop quickly).
 POLL_SECONDS = 0.5
@@ -39,12 +42,17 @@ def logs(
     user: PageUser,
     config: Annotated[str, Query(max_length=64)] = "",
     status: Annotated[Status, Query()] = "",
+    kind: Annotated[Kind, Query()] = "",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
-    """Show the runs, newest first, filtered by configuration and status."""
+    """Show the runs, newest first, filtered by configuration, status and kind."""
     with ctx.db.session() as session:
         found = run_service.list_runs(
-            session, config_id=config or None, status=status or None, limit=limit
+            session,
+            config_id=config or None,
+            status=status or None,
+            kind=kind or None,
+            limit=limit,
         )
         runs = run_service.many_to_json(session, found)
         configs = sorted(
@@ -57,14 +65,24 @@ def logs(
         runs=runs,
         configs=configs,
         statuses=STATUSES,
-        selected={"config": config, "status": status, "limit": limit},
+        kinds=KINDS,
+        selected={"config": config, "status": status, "kind": kind, "limit": limit},
     )
 
 
 def _run_page_data(ctx: AppContext, run_id: str) -> dict[str, Any]:
     with ctx.db.session() as session:
-        run = run_service.one_to_json(session, run_service.get(session, run_id))
-    return {"run": run, "progress": progress_view(run["status"], run["progress"])}
+        row = run_service.get(session, run_id)
+        # What a restore or verification was asked to do (its target, paths, mode): shown
+        # while it waits and runs, before its result has the details.
+        asked = dict(row.request or {})
+        asked["paths"] = [picked_path(str(p)) for p in asked.get("include") or []]
+        run = run_service.one_to_json(session, row)
+    return {
+        "run": run,
+        "asked": asked,
+        "progress": progress_view(run["status"], run["progress"]),
+    }
 
 
 @router.get("/backups/logs/{run_id}")
@@ -103,14 +121,17 @@ def run_snapshot(ctx: AppContext, run_id: str) -> dict[str, Any] | None:
             run = run_service.get(session, run_id)
         except NotFoundError:
             return None
-        status, progress = run.status, run.progress if run.status == "running" else None
+        # The last progress stays on the row: at the end the bar shows the final counts (or
+        # how far a failed run got) rather than "0 / 0 files".
+        status, progress = run.status, run.progress if run.status != "queued" else None
         cancelling = bool(run.cancel_requested) and status == "running"
         error = run.error or ""
     view = progress_view(status, progress)
+    done = status in run_service.TERMINAL
     view.update(
-        done=status in run_service.TERMINAL,
+        done=done,
         error=error,
-        phase="cancelling…" if cancelling else view["phase"],
+        phase="cancelling…" if cancelling else status if done else view["phase"],
     )
     return view
 
