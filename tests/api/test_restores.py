@@ -48,7 +48,7 @@ def test_restore_of_chosen_paths_into_a_given_folder(
             "configId": config_id,
             "backupId": "latest",
             "target": str(target),
-            "include": [str(source / "docs" / "notes.md").lstrip("/")],
+            "paths": [str(source / "docs" / "notes.md")],
         },
     )
     run = api.wait_for_run(response.json()["id"])

@@ -8,20 +8,21 @@ import pathspec
 import pytest
 from starlette.datastructures import FormData
 
+from backapp.domain.patterns import exact_path_pattern, pattern_path
 from backapp.web.formatting import backup_moment, file_mode
-from backapp.web.restore_form import RestoreForm, include_pattern, picked_path
+from backapp.web.restore_form import RestoreForm
 
 
 @pytest.mark.parametrize(
     "path", ["home/me/docs", "a/b*c.txt", "a/[x] y", "a/!bang", "a/#hash", "a/back\\slash", "a/sp "]
 )
 def test_a_picked_path_selects_itself_and_what_is_below_it_and_nothing_else(path: str) -> None:
-    spec = pathspec.GitIgnoreSpec.from_lines([include_pattern(path)])
+    spec = pathspec.GitIgnoreSpec.from_lines([exact_path_pattern(path)])
     assert spec.match_file(path)
     assert spec.match_file(path + "/inner/file.txt")
     assert not spec.match_file(path + "x")
     assert not spec.match_file("elsewhere/" + path)
-    assert picked_path(include_pattern(path)) == "/" + path
+    assert pattern_path(exact_path_pattern(path)) == "/" + path
 
 
 def test_the_form_starts_with_a_new_folder_and_the_picked_paths() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,3 +51,22 @@ class PatternFilter:
         if self.include is None:
             return True
         return bool(self.include.match_file(rel + "/" if is_dir else rel))
+
+
+_GLOB = frozenset("\\*?[]!#")
+
+
+def exact_path_pattern(path: str) -> str:
+    """Given an archive path, return the gitignore pattern selecting exactly it (and below).
+
+    Special characters are escaped, so a file named ``a*b`` selects that file only.
+    """
+    escaped = "".join("\\" + c if c in _GLOB else c for c in path.strip("/"))
+    if escaped.endswith(" "):
+        escaped = escaped[:-1] + "\\ "  # gitignore drops unescaped trailing spaces
+    return "/" + escaped
+
+
+def pattern_path(pattern: str) -> str:
+    """Given a pattern made by exact_path_pattern, return the path it selects ('/home/me')."""
+    return "/" + re.sub(r"\\(.)", r"\1", pattern.lstrip("/"))

@@ -7,12 +7,13 @@ characters escaped: a file named ``a*b`` restores that file, not every ``a…b``
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.datastructures import FormData
+
+from backapp.domain.patterns import exact_path_pattern
 
 Problems = list[tuple[str, str]]
 
@@ -27,20 +28,6 @@ LABELS = {
     "target": "Folder",
     "existing": "Files already there",
 }
-_GLOB = frozenset("\\*?[]")
-
-
-def include_pattern(path: str) -> str:
-    """Given a manifest path, return the gitignore pattern that selects it (and what is below)."""
-    escaped = "".join("\\" + c if c in _GLOB else c for c in path.strip("/"))
-    if escaped.endswith(" "):
-        escaped = escaped[:-1] + "\\ "  # gitignore drops unescaped trailing spaces
-    return "/" + escaped
-
-
-def picked_path(pattern: str) -> str:
-    """Given a pattern made by include_pattern, return the path it selects ('/home/me')."""
-    return "/" + re.sub(r"\\(.)", r"\1", pattern.lstrip("/"))
 
 
 def clean_paths(values: list[str]) -> list[str]:
@@ -89,7 +76,7 @@ class RestoreForm:
     @property
     def include(self) -> list[str]:
         """Return the patterns of the paths to restore (none: everything)."""
-        return [include_pattern(p) for p in self.paths] if self.what == "selected" else []
+        return [exact_path_pattern(p) for p in self.paths] if self.what == "selected" else []
 
     def plan_arguments(self) -> tuple[dict[str, Any], Problems]:
         """Return the keyword arguments of ``plan_restore`` and the form's own problems."""

@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from backapp.api.deps import AdminDep, CtxDep, UserDep
+from backapp.domain.patterns import exact_path_pattern
 from backapp.services import configs as config_service
 from backapp.services import restores
 from backapp.services import runs as run_service
@@ -32,6 +33,10 @@ class RestoreRequest(BaseModel):
     )
     include: list[Annotated[str, Field(max_length=4096)]] = Field(
         default_factory=list, description="gitignore-style patterns of the paths to restore"
+    )
+    paths: list[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(
+        default_factory=list,
+        description="exact paths to restore (files, or folders with what is below them)",
     )
     existing: Literal["refuse", "overwrite", "skip", "keep-both"] | None = Field(
         None, description="What to do with files already there"
@@ -64,7 +69,7 @@ def restore(ctx: CtxDep, user: AdminDep, body: RestoreRequest) -> dict[str, Any]
         backup_id=body.backup_id,
         target=body.target,
         in_place=body.in_place,
-        include=body.include,
+        include=[*body.include, *(exact_path_pattern(p) for p in body.paths)],
         existing=body.existing,
     )
     with ctx.db.session() as session:
@@ -110,7 +115,8 @@ def download(
     """Download one file of a backup (only the blocks holding it are read)."""
     document, slug = _config(ctx, config_id)
     entry, stream = restores.open_file(ctx, document, slug, backup_id, path)
-    name = entry.path.rsplit("/", 1)[-1].replace('"', "")
+    # The requested name, even when it is a hard link to a file stored under another.
+    name = path.strip("/").rsplit("/", 1)[-1] or entry.path.rsplit("/", 1)[-1]
     return StreamingResponse(
         stream,
         media_type="application/octet-stream",

@@ -12,13 +12,13 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from backapp.domain.patterns import pattern_path
 from backapp.errors import ConflictError, NotFoundError
 from backapp.services import configs as config_service
 from backapp.services import runs as run_service
 from backapp.services.context import AppContext
 from backapp.web.formatting import progress_view
 from backapp.web.rendering import local_path, redirect, render
-from backapp.web.restore_form import picked_path
 from backapp.web.routing import WebRoute
 from backapp.web.security import AdminPost, CtxDep, PageUser
 
@@ -76,7 +76,7 @@ def _run_page_data(ctx: AppContext, run_id: str) -> dict[str, Any]:
         # What a restore or verification was asked to do (its target, paths, mode): shown
         # while it waits and runs, before its result has the details.
         asked = dict(row.request or {})
-        asked["paths"] = [picked_path(str(p)) for p in asked.get("include") or []]
+        asked["paths"] = [pattern_path(str(p)) for p in asked.get("include") or []]
         run = run_service.one_to_json(session, row)
     return {
         "run": run,
