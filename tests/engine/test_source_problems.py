@@ -100,20 +100,6 @@ def test_file_that_shrinks_while_read_is_stored_as_read_with_a_warning(
     assert out.read_bytes() == b"0123456789" * 400
 
 
-def test_unreadable_subdirectory_is_skipped_and_counted(tmp_path: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root reads every folder; covered by the CLI test run as 'nobody'")
-    src = tmp_path / "src"
-    (src / "locked").mkdir(parents=True)
-    (src / "locked" / "secret").write_text("s")
-    os.chmod(src / "locked", 0)
-    try:
-        result = run_backup(make_config([src], tmp_path / "dest"), LocalStorage(tmp_path / "d"))
-    finally:
-        os.chmod(src / "locked", 0o755)
-    assert result.skips.count == 1
-
-
 def test_missing_source_fails_before_anything_is_uploaded(tmp_path: Path) -> None:
     config = make_config([tmp_path / "nope"], tmp_path / "dest")
     with pytest.raises(SourceError, match="does not exist"):
