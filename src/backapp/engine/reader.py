@@ -9,6 +9,7 @@ verification read only the blocks they need, decompressing on a thread pool.
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -31,7 +32,7 @@ class Piece:
     """
 
     entry: Entry
-    data: bytes
+    data: bytes | memoryview
     error: str | None = None
     lost: int = 0
 
@@ -131,7 +132,9 @@ class ArchiveReader:
     def _read_run(self, run: tuple[int, int], members: list[Entry]) -> Iterator[Piece]:
         first, last = run
         bs = self.block_size
-        pending = list(members)
+        # Members are sorted by offset: each block only looks at the few files it touches.
+        waiting = deque(members)
+        active: list[Entry] = []
         with ParallelMap(self._decompress, self.workers, self.workers * 2) as pmap:
             block_index = first
 
@@ -147,19 +150,23 @@ class ArchiveReader:
                     self.damaged_blocks.append((index, plain.message))
                 start = index * bs
                 end = start + (len(plain) if isinstance(plain, bytes) else self._block_len(index))
+                while waiting and (waiting[0].offset or 0) < end:
+                    active.append(waiting.popleft())
+                view = memoryview(plain) if isinstance(plain, bytes) else None
                 still: list[Entry] = []
-                for entry in pending:
+                for entry in active:
                     assert entry.offset is not None
                     lo = max(entry.offset, start)
                     hi = min(entry.offset + entry.size, end)
                     if lo < hi:
-                        if isinstance(plain, bytes):
-                            yield Piece(entry, plain[lo - start : hi - start])
+                        if view is not None:
+                            yield Piece(entry, view[lo - start : hi - start])
                         else:
+                            assert isinstance(plain, Damage)
                             yield Piece(entry, b"", plain.message, hi - lo)
                     if entry.offset + entry.size > end:
                         still.append(entry)
-                pending = still
+                active = still
 
     def _block_len(self, index: int) -> int:
         return min(self.block_size, self.tar_size - index * self.block_size)

@@ -475,7 +475,7 @@ class _OpenFile:
         self.failure: OSError | None = None
         self.damaged: str | None = None
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self.digest.update(data)
         self.written += len(data)
         if self.fd is None or self.damaged is not None:

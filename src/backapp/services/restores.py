@@ -203,6 +203,6 @@ def _checked(reader: ArchiveReader, entry: Entry) -> Iterator[bytes]:
             raise IntegrityError(f"{entry.path}: {piece.error}")
         digest.update(piece.data)
         if piece.data:
-            yield piece.data
+            yield bytes(piece.data)
     if digest.hexdigest() != entry.sha256:
         raise IntegrityError(f"{entry.path}: content does not match its SHA-256")
