@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from backapp.errors import CancelledError, ObjectNotFoundError, StorageError
-from backapp.storage import LocalStorage, S3Storage, Storage
+from backapp.storage import LocalStorage, Storage
+from backapp.storage.s3 import S3Storage
 
 MIB = 1024 * 1024
 PART_SIZE = 5 * MIB  # S3's minimum, so a 12 MiB object takes three parts

@@ -21,7 +21,7 @@ from backapp.errors import (
     StorageError,
     StoragePermissionError,
 )
-from backapp.storage import S3Storage
+from backapp.storage.s3 import S3Storage
 
 MIB = 1024 * 1024
 SECRET = "s3cr3t-that-must-never-be-shown"

@@ -8,8 +8,7 @@ import tracemalloc
 import pytest
 from mypy_boto3_s3 import S3Client
 
-from backapp.storage import S3Storage
-from backapp.storage.s3 import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, part_size_for
+from backapp.storage.s3 import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, S3Storage, part_size_for
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB

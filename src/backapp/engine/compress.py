@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Literal
 
 import zstandard
@@ -21,6 +22,18 @@ import zstandard
 from backapp.errors import ArchiveError
 
 Algorithm = Literal["gzip", "zstd", "none"]
+
+
+def _deflate_module() -> ModuleType:
+    # zlib-ng deflates the same format about 1.7x faster than zlib at the same level.
+    try:
+        from zlib_ng import zlib_ng
+    except ImportError:  # pragma: no cover - a platform without the wheel
+        return zlib
+    return zlib_ng
+
+
+_deflate = _deflate_module()
 DEFAULT_BLOCK_SIZE = 1024 * 1024
 
 
@@ -39,25 +52,26 @@ class Codec:
     def compress(self, block: bytes | bytearray | memoryview) -> bytes:
         """Given a block, return it compressed as a standalone gzip member / zstd frame."""
         if self.algorithm == "gzip":
-            comp = zlib.compressobj(self.level or 6, zlib.DEFLATED, 31)
-            return comp.compress(block) + comp.flush()
+            comp = _deflate.compressobj(self.level or 6, zlib.DEFLATED, 31)
+            return bytes(comp.compress(block) + comp.flush())
         if self.algorithm == "zstd":
             return bytes(_zstd_compressor(self.level or 3).compress(bytes(block)))
         return bytes(block)
 
     def decompress(self, data: bytes, expected: int | None = None) -> bytes:
         """Given one compressed block, return its content. Raise ArchiveError."""
+        out: bytes
         try:
             if self.algorithm == "gzip":
-                dec = zlib.decompressobj(31)
-                out = dec.decompress(data)
+                dec = _deflate.decompressobj(31)
+                out = bytes(dec.decompress(data))
                 if not dec.eof or dec.unused_data:
                     raise ArchiveError("archive block is damaged (gzip member incomplete)")
             elif self.algorithm == "zstd":
-                out = _zstd_decompressor().decompress(data)
+                out = bytes(_zstd_decompressor().decompress(data))
             else:
                 out = data
-        except (zlib.error, zstandard.ZstdError) as exc:
+        except (zlib.error, _deflate.error, zstandard.ZstdError) as exc:
             raise ArchiveError(f"archive block is damaged ({exc})") from exc
         if expected is not None and len(out) != expected:
             raise ArchiveError(

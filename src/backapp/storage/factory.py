@@ -7,7 +7,6 @@ from pathlib import Path
 from backapp.domain.config import LocalDestination, S3Destination
 from backapp.storage.base import Storage
 from backapp.storage.local import LocalStorage
-from backapp.storage.s3 import S3Storage
 from backapp.storage.wrappers import RetryingStorage, ThrottledStorage
 
 
@@ -29,6 +28,8 @@ def open_storage(
     if isinstance(destination, LocalDestination):
         backend = LocalStorage(Path(destination.path))
     else:
+        from backapp.storage.s3 import S3Storage  # boto3 only when S3 is used
+
         endpoint = destination.endpoint or default_endpoint or None
         backend = S3Storage(
             destination.bucket, destination.region, endpoint, retries=5 if retry else 0
