@@ -22,7 +22,7 @@ from typing import Any
 
 from backapp import __version__
 from backapp.domain.config import BackupConfig
-from backapp.engine.compress import DEFAULT_BLOCK_SIZE, Codec, ParallelMap, codec_for
+from backapp.engine.compress import DEFAULT_BLOCK_SIZE, BlockPipeline, Codec, codec_for
 from backapp.engine.crypto import DEFAULT_SEGMENT_SIZE, Encryptor, MasterKey
 from backapp.engine.layout import (
     BackupInfo,
@@ -305,14 +305,24 @@ class _BackupJob:
         key = self.repo.key(self.backup_id, self.data_name)
         self._writer = self.repo.storage.open_writer(key, on_transfer=self._on_transfer)
         self._encryptor = Encryptor(self.master, self.segment_size) if self.master else None
-        with ParallelMap(self.codec.compress, self.workers, max_pending=self.workers * 2) as pmap:
+        spare: list[bytearray] = []
 
-            def emit(block: bytearray) -> None:
-                self.cancel.raise_if_cancelled()
-                for compressed in pmap.submit(block):
-                    self._put_block(compressed)
+        def compress(block: bytes | bytearray) -> bytes:
+            out = self.codec.compress(block)
+            if isinstance(block, bytearray) and len(block) == self.block_size:
+                spare.append(block)  # compressed: the buffer can take the next block
+            return out
 
-            sink = TarSink(self.block_size, emit)
+        pipeline = BlockPipeline(
+            compress, self._put_block, workers=self.workers, depth=self.workers * 2
+        )
+
+        def emit(block: bytearray) -> None:
+            self.cancel.raise_if_cancelled()
+            pipeline.submit(block)
+
+        sink = TarSink(self.block_size, emit, spare)
+        try:
             for entry in scan(self.config.sources, self.skips):
                 self.cancel.raise_if_cancelled()
                 made = self._archive_entry(sink, entry)
@@ -321,8 +331,10 @@ class _BackupJob:
                 self.progress.files_skipped = self.skips.count
                 self.report(self.progress)
             sink.finish()
-            for compressed in pmap.drain():
-                self._put_block(compressed)
+        except BaseException:
+            pipeline.abort()
+            raise
+        pipeline.close()
         if self._encryptor is not None:
             self._writer.write(self._encryptor.finalize())
         self.progress.phase = "finishing upload"

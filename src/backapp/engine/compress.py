@@ -8,6 +8,7 @@ compression use every core, and let restore start reading at any block.
 
 from __future__ import annotations
 
+import queue
 import threading
 import zlib
 from collections import deque
@@ -55,7 +56,7 @@ class Codec:
             comp = _deflate.compressobj(self.level or 6, zlib.DEFLATED, 31)
             return bytes(comp.compress(block) + comp.flush())
         if self.algorithm == "zstd":
-            return bytes(_zstd_compressor(self.level or 3).compress(bytes(block)))
+            return bytes(_zstd_compressor(self.level or 3).compress(block))
         return bytes(block)
 
     def decompress(self, data: bytes, expected: int | None = None) -> bytes:
@@ -141,3 +142,64 @@ class ParallelMap:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class BlockPipeline:
+    """Compresses blocks on a thread pool and hands them, in order, to ``sink`` on a thread
+    of its own, so the caller only reads files while compression, encryption and upload
+    happen beside it. At most ``depth`` blocks wait, which bounds memory.
+    """
+
+    def __init__(
+        self,
+        compress: Callable[[bytes | bytearray], bytes],
+        sink: Callable[[bytes], None],
+        *,
+        workers: int = 2,
+        depth: int = 4,
+    ) -> None:
+        self._compress = compress
+        self._sink = sink
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="backapp-block")
+        self._queue: queue.Queue[Future[bytes] | None] = queue.Queue(maxsize=max(1, depth))
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name="backapp-upload", daemon=True)
+        self._thread.start()
+
+    def submit(self, block: bytes | bytearray) -> None:
+        """Given the next block, queue it (waiting while the pipeline is full). Re-raise a
+        failure of the compression or sink side."""
+        self._raise()
+        self._queue.put(self._pool.submit(self._compress, block))
+
+    def close(self) -> None:
+        """Wait until every block went through the sink; re-raise any failure there."""
+        self._queue.put(None)
+        self._thread.join()
+        self._pool.shutdown(wait=True)
+        self._raise()
+
+    def abort(self) -> None:
+        """Stop: drop queued blocks and wait for the threads (never raises)."""
+        if self._error is None:
+            self._error = RuntimeError("aborted")
+        self._queue.put(None)
+        self._thread.join()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _raise(self) -> None:
+        if self._error is not None and not isinstance(self._error, RuntimeError):
+            raise self._error
+
+    def _drain(self) -> None:
+        while True:
+            future = self._queue.get()
+            if future is None:
+                return
+            if self._error is not None:
+                future.cancel()  # failed or aborted: keep emptying the queue, do nothing
+                continue
+            try:
+                self._sink(future.result())
+            except BaseException as exc:  # handed to the caller on its next submit/close
+                self._error = exc

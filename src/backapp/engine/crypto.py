@@ -119,17 +119,25 @@ class Encryptor:
     def update(self, data: bytes | bytearray | memoryview) -> bytes:
         """Given plaintext, return the ciphertext that is ready (whole segments only)."""
         assert not self._finished, "update after finalize"
-        self._buffer += data
-        out = bytearray()
+        parts: list[bytes] = []
         if not self._started:
-            out += self.header
+            parts.append(self.header)
             self._started = True
+        view = memoryview(data)
+        size = self._segment
         # Keep at least one byte back: the last segment must carry the final flag.
-        while len(self._buffer) > self._segment:
-            chunk = bytes(self._buffer[: self._segment])
-            del self._buffer[: self._segment]
-            out += self._seal(chunk, final=False)
-        return bytes(out)
+        if self._buffer:
+            take = min(len(view), size - len(self._buffer))
+            self._buffer += view[:take]
+            view = view[take:]
+            if len(self._buffer) == size and view:
+                parts.append(self._seal(self._buffer, final=False))
+                self._buffer = bytearray()
+        while len(view) > size:
+            parts.append(self._seal(view[:size], final=False))
+            view = view[size:]
+        self._buffer += view
+        return b"".join(parts)
 
     def finalize(self) -> bytes:
         """Return the remaining ciphertext, ending with the final segment."""
@@ -143,7 +151,7 @@ class Encryptor:
         self._finished = True
         return bytes(out)
 
-    def _seal(self, chunk: bytes, *, final: bool) -> bytes:
+    def _seal(self, chunk: bytes | bytearray | memoryview, *, final: bool) -> bytes:
         sealed = self._aead.encrypt(_nonce(self._index, final), chunk, self.header)
         self._index += 1
         return sealed

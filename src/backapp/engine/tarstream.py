@@ -60,10 +60,18 @@ def tar_header(
 class TarSink:
     """Accumulates a tar stream and hands it on in blocks of exactly ``block_size`` bytes."""
 
-    def __init__(self, block_size: int, emit: Callable[[bytearray], Any]) -> None:
+    def __init__(
+        self,
+        block_size: int,
+        emit: Callable[[bytearray], Any],
+        spare: list[bytearray] | None = None,
+    ) -> None:
         assert block_size % BLOCK == 0
         self._size = block_size
         self._emit = emit
+        # Buffers handed back once their block is compressed: fresh 1 MiB buffers cost
+        # page faults (kernel time) on every block.
+        self._spare = spare if spare is not None else []
         self._buf = bytearray(block_size)
         self._pos = 0
         self.offset = 0  # bytes of tar stream written so far
@@ -123,6 +131,9 @@ class TarSink:
         self.offset += n
         if self._pos == self._size:
             full = self._buf
-            self._buf = bytearray(self._size)
+            try:
+                self._buf = self._spare.pop()
+            except IndexError:
+                self._buf = bytearray(self._size)
             self._pos = 0
             self._emit(full)
