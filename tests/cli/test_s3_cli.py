@@ -37,7 +37,7 @@ def test_backup_to_s3_and_restore_from_it(
     assert keys == [
         f"nightly/cli-test/{backup_id}/backup.json",
         f"nightly/cli-test/{backup_id}/data.tar.gz.enc",
-        f"nightly/cli-test/{backup_id}/manifest.jsonl.gz.enc",
+        f"nightly/cli-test/{backup_id}/manifest.json.gz.enc",
     ]
     assert s3.list_multipart_uploads(Bucket=s3_bucket).get("Uploads") is None
     restored = cli("restore", "-c", str(cfg), "-t", str(tmp_path / "out"), env=env)

@@ -33,7 +33,7 @@ def _backup(tmp_path: Path, key: MasterKey | None = None) -> tuple[Repository, B
 
 def _rewrite_manifest(repo: Repository, backup_id: str, edit: Any) -> None:
     """Given an unencrypted backup, rewrite its manifest's entries through ``edit``."""
-    path = Path(repo.storage.description) / repo.key(backup_id, "manifest.jsonl.gz")
+    path = Path(repo.storage.description) / repo.key(backup_id, "manifest.json.gz")
     lines = [json.loads(line) for line in gzip.decompress(path.read_bytes()).splitlines()]
     header, entries, trailer = lines[0], lines[1:-1], lines[-1]
     entries = edit(entries)

@@ -216,7 +216,7 @@ class _BackupJob:
         self._writer: ObjectWriter | None = None
         enc = ".enc" if master else ""
         self.data_name = f"data.tar{codec.suffix}{enc}"
-        self.manifest_name = f"manifest.jsonl.gz{enc}"
+        self.manifest_name = f"manifest.json.gz{enc}"
 
     # -- orchestration -------------------------------------------------------
 

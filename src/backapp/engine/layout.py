@@ -1,7 +1,7 @@
 """Where a config's backups live in storage, and the commit marker ``backup.json``.
 
     {prefix}/{config-slug}/{backup-id}/backup.json                 commit marker, plain JSON
-    {prefix}/{config-slug}/{backup-id}/manifest.jsonl.gz[.enc]     every entry of the snapshot
+    {prefix}/{config-slug}/{backup-id}/manifest.json.gz[.enc]     every entry of the snapshot
     {prefix}/{config-slug}/{backup-id}/data.tar.gz[.enc]           the archive (.tar / .tar.zst)
 
 A backup exists only once its ``backup.json`` exists: it is written last, and
