@@ -410,7 +410,7 @@ class _BackupJob:
             self._done_file(entry.size)
             return entry
 
-        if previous is None and self.parent is not None and st.st_size in self.parent.sizes:
+        if previous is None and self.parent is not None and self.parent.may_know(st.st_size):
             moved = self._reference_known(item)
             if moved is not None:
                 if st.st_nlink > 1:

@@ -78,19 +78,11 @@ class ParentCursor:
 
     def __init__(self, info: BackupInfo, spool: IO[bytes]) -> None:
         self.info = info
-        self.by_content: dict[tuple[int, str], KnownData] = {}
-        self.sizes: set[int] = set()
-        name = f"manifest of backup {info.backup_id}"
-        for entry in ManifestReader(spool, name):
-            if entry.type == "file" and entry.size >= RENAME_MIN_SIZE and not entry.partial:
-                assert entry.sha256 is not None and entry.offset is not None
-                self.by_content[(entry.size, entry.sha256)] = KnownData(
-                    entry.backup or info.backup_id, entry.offset
-                )
-                self.sizes.add(entry.size)
-        spool.seek(0)
-        reader = ManifestReader(spool, name)
+        self._name = f"manifest of backup {info.backup_id}"
+        self._index: dict[tuple[int, str], KnownData] | None = None
+        self._sizes: set[int] | None = None
         self._spool = spool
+        reader = ManifestReader(spool, self._name)
         self._reader = reader
         self._entries: Iterator[Entry] = iter(reader)
         self._current: Entry | None = next(self._entries, None)
@@ -117,9 +109,43 @@ class ParentCursor:
             self._current = next(self._entries, None)
         return self._passed_files
 
+    def may_know(self, size: int) -> bool:
+        """Given the size of a new file, return whether the parent has content that size."""
+        if size < RENAME_MIN_SIZE:
+            return False
+        if self._sizes is None:
+            self._load_index()
+        assert self._sizes is not None
+        return size in self._sizes
+
     def known(self, size: int, sha256: str) -> KnownData | None:
         """Given a file's size and hash, return where the parent chain stores that content."""
-        return self.by_content.get((size, sha256))
+        if self._index is None:
+            self._load_index()
+        assert self._index is not None
+        return self._index.get((size, sha256))
+
+    def _load_index(self) -> None:
+        """Read the parent's large files by content, in a second pass over its manifest.
+
+        Done only once a new large file shows up, so runs without one (the nightly
+        nothing-changed run) read the parent manifest once.
+        """
+        index: dict[tuple[int, str], KnownData] = {}
+        with tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024) as copy:
+            position = self._spool.tell()
+            self._spool.seek(0)
+            shutil.copyfileobj(self._spool, copy, 1024 * 1024)
+            self._spool.seek(position)
+            copy.seek(0)
+            for entry in ManifestReader(copy, self._name):
+                if entry.type == "file" and entry.size >= RENAME_MIN_SIZE and not entry.partial:
+                    assert entry.sha256 is not None and entry.offset is not None
+                    index[(entry.size, entry.sha256)] = KnownData(
+                        entry.backup or self.info.backup_id, entry.offset
+                    )
+        self._index = index
+        self._sizes = {size for size, _ in index}
 
     def close(self) -> None:
         """Release the spooled manifest."""
