@@ -8,10 +8,10 @@ from backapp.domain.config import LocalDestination, S3Destination
 from backapp.storage import (
     LocalStorage,
     RetryingStorage,
-    S3Storage,
     ThrottledStorage,
     open_storage,
 )
+from backapp.storage.s3 import S3Storage
 
 
 def test_local_destination_opens_a_retrying_local_storage_without_its_prefix(

@@ -369,6 +369,7 @@ class S3Writer:
         self._key = key
         self._on_transfer = on_transfer
         self._buffer = bytearray()
+        self._filled = 0
         self._size = 0
         self._submitted = 0
         self._upload_id: str | None = None
@@ -388,10 +389,17 @@ class S3Writer:
         try:
             while view:
                 target = part_size_for(self._submitted + 1, self._storage.part_size)
-                room = target - len(self._buffer)
-                self._buffer += view[:room]
-                view = view[room:]
-                if len(self._buffer) >= target:
+                if not self._buffer:
+                    # Reserve the whole part once: growing it chunk by chunk reallocates
+                    # (and for a moment holds two copies of) up to a part's worth.
+                    self._buffer = bytearray(target)
+                    self._filled = 0
+                room = target - self._filled
+                take = view[:room]
+                self._buffer[self._filled : self._filled + len(take)] = take
+                self._filled += len(take)
+                view = view[len(take) :]
+                if self._filled >= target:
                     self._submit_part()
             self._size += size
         except BaseException:
@@ -404,7 +412,7 @@ class S3Writer:
         storage = self._storage
         try:
             if self._upload_id is None:
-                body, self._buffer = self._buffer, bytearray()
+                body = self._take_buffer()
                 try:
                     self._client.put_object(Bucket=storage.bucket, Key=self._key, Body=_blob(body))
                 except _ERRORS as exc:
@@ -412,7 +420,7 @@ class S3Writer:
                 if self._on_transfer is not None:
                     self._on_transfer(len(body))
             else:
-                if self._buffer:
+                if self._filled:
                     self._submit_part()
                 while self._pending:
                     self._finish_oldest()
@@ -455,11 +463,18 @@ class S3Writer:
         while len(self._pending) >= self._storage.max_concurrency:
             self._finish_oldest()
         # Hand the buffer itself to the upload and start a new one: no copy of the part.
-        body, self._buffer = self._buffer, bytearray()
+        body = self._take_buffer()
         self._pending.append(self._executor.submit(self._upload_part, number, body))
         self._submitted = number
         while self._pending and self._pending[0].done():
             self._finish_oldest()
+
+    def _take_buffer(self) -> bytearray:
+        """Return the filled part of the buffer, handing the buffer itself over if full."""
+        body = self._buffer if self._filled == len(self._buffer) else self._buffer[: self._filled]
+        self._buffer = bytearray()
+        self._filled = 0
+        return body
 
     def _create_upload(self) -> str:
         request: CreateMultipartUploadRequestTypeDef = {
@@ -508,6 +523,7 @@ class S3Writer:
     def _abort_upload(self) -> None:
         self._finished = True
         self._buffer = bytearray()
+        self._filled = 0
         # Parts still uploading could land after the abort and keep costing storage.
         self._shutdown()
         self._pending.clear()
