@@ -24,7 +24,10 @@ METHOD = """\
   `mutate_corpus.py --day 1` (~1% of files changed). S3 rows use moto's standalone server on
   127.0.0.1, a fresh server for BackApp and for restic (moto keeps objects in memory).
 - Restores are compared with the source: types, bytes, permission bits, mtimes (seconds),
-  symlink targets and hard-link groups.
+  symlink targets and hard-link groups. Before every restore (restic's and BackApp's) the
+  harness syncs and waits 36 s: right after many files were deleted, ext4 creates new
+  ones several times slower (its inode allocator skips recently deleted inodes), which
+  made restore times depend on what the previous row had deleted.
 - The machine may be shared (other engineers' test runs): before each command the harness
   waits up to 8 s (90 s per run in all) for other processes to drop below 0.25 busy cores,
   then measures how many cores they used during the command. Rows where that was ≥ 0.15

@@ -9,6 +9,7 @@ import typer
 
 from backapp import __version__
 from backapp.cli import engine_cmds, server_cmds
+from backapp.runtime import tune_allocator
 
 app = typer.Typer(
     name="backapp",
@@ -51,4 +52,5 @@ def _root(
 
 def main() -> None:
     """Run the CLI."""
+    tune_allocator()
     app()
