@@ -9,7 +9,6 @@ import typer
 
 from backapp import __version__
 from backapp.cli import engine_cmds, server_cmds
-from backapp.runtime import tune_allocator
 
 app = typer.Typer(
     name="backapp",
@@ -52,5 +51,4 @@ def _root(
 
 def main() -> None:
     """Run the CLI."""
-    tune_allocator()
     app()
