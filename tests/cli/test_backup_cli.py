@@ -293,3 +293,33 @@ def test_unreadable_file_is_skipped_and_reported(
     doc = json.loads(run.stdout)
     assert doc["filesSkipped"] == 2
     assert {"path": str(secret).lstrip("/"), "reason": "permission denied"} in doc["skipped"]
+
+
+def test_restore_in_place_needs_a_policy_and_brings_back_what_was_lost(
+    cli: CliRunner, tmp_path: Path, source: Path
+) -> None:
+    cfg = write_config(
+        tmp_path / "c.json", [source], {"type": "local", "path": str(tmp_path / "d")}
+    )
+    assert cli("backup", "run", "-c", str(cfg)).returncode == 0
+    neither = cli("restore", "-c", str(cfg))
+    assert neither.returncode == 2 and "--target" in neither.stderr
+    no_policy = cli("restore", "-c", str(cfg), "--in-place")
+    assert no_policy.returncode == 2 and "--existing" in no_policy.stderr
+    (source / "docs" / "a.txt").write_text("edited since\n")
+    (source / "ünïcode.txt").unlink()
+    run = cli(
+        "restore",
+        "-c",
+        str(cfg),
+        "--in-place",
+        "--existing",
+        "skip",
+        "--path",
+        str(source / "ünïcode.txt"),
+        "--path",
+        str(source / "docs"),
+    )
+    assert run.returncode == 0, run.stderr
+    assert (source / "ünïcode.txt").read_text() == "☃"
+    assert (source / "docs" / "a.txt").read_text() == "edited since\n"  # skipped: kept

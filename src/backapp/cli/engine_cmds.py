@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -20,6 +20,7 @@ from backapp.cli.output import (
     progress_bar,
 )
 from backapp.domain.config import BackupConfig, load_config_file
+from backapp.domain.patterns import exact_path_pattern
 from backapp.engine.backup import run_backup
 from backapp.engine.crypto import MasterKey, decrypt_stream
 from backapp.engine.layout import Repository
@@ -129,11 +130,15 @@ def backups_list(config_file: ConfigFile, as_json: JsonFlag = False) -> None:
         )
 
 
+Existing = Literal["refuse", "overwrite", "skip", "keep-both"]
+
+
 def restore(
     config_file: ConfigFile,
     target: Annotated[
-        Path, typer.Option("--target", "-t", help="Folder to restore into.", show_default=False)
-    ],
+        Path | None,
+        typer.Option("--target", "-t", help="Folder to restore into.", show_default=False),
+    ] = None,
     backup: Annotated[str, typer.Option("--backup", "-b", help="Backup id or 'latest'.")] = (
         "latest"
     ),
@@ -145,13 +150,40 @@ def restore(
             help="Restore only paths matching this gitignore-style pattern (repeatable).",
         ),
     ] = None,
+    paths: Annotated[
+        list[str] | None,
+        typer.Option("--path", "-p", help="Restore exactly this path (and what is below it)."),
+    ] = None,
     overwrite: Annotated[
         bool,
         typer.Option("--overwrite", help="Allow a non-empty target; replace existing files."),
     ] = False,
+    existing: Annotated[
+        Existing | None,
+        typer.Option(
+            "--existing",
+            help="Files already there: refuse (default), overwrite, skip or keep-both.",
+        ),
+    ] = None,
+    in_place: Annotated[
+        bool,
+        typer.Option("--in-place", help="Restore to the original locations (needs --existing)."),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Restore a backup (or chosen paths of it) into a folder, checking every file."""
+    policy: Existing = existing or ("overwrite" if overwrite else "refuse")
+    if in_place == (target is not None):
+        fail(UsageError("give either --target DIR or --in-place"), as_json=as_json)
+    if in_place and policy == "refuse":
+        fail(
+            UsageError(
+                "restoring to the original location needs --existing overwrite, skip or keep-both"
+            ),
+            as_json=as_json,
+        )
+    patterns = [p.lstrip("/") if p.startswith("/") else p for p in include or []]
+    patterns += [exact_path_pattern(p) for p in paths or []]
     try:
         config = load_config_file(config_file)
         settings = _settings()
@@ -161,10 +193,10 @@ def restore(
             result = run_restore(
                 repo,
                 backup,
-                target,
+                target or Path("/"),
                 master=key,
-                include=[p.lstrip("/") if p.startswith("/") else p for p in include or []],
-                existing="overwrite" if overwrite else "refuse",
+                include=patterns,
+                existing=policy,
                 progress=on_progress,
             )
     except BackappError as exc:
