@@ -11,8 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 import zlib
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
@@ -105,43 +104,6 @@ def codec_for(compression: bool, algorithm: str, level: int) -> Codec:
     if algorithm == "zstd":
         return Codec("zstd", level)
     return Codec("gzip", level)
-
-
-class ParallelMap:
-    """Runs a function over a stream of items on a thread pool, giving results in order.
-
-    At most ``max_pending`` items are in flight, which bounds memory.
-    """
-
-    def __init__(self, func: Callable[[Any], Any], workers: int = 2, max_pending: int = 4) -> None:
-        self._func = func
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="backapp-block")
-        self._pending: deque[Future[Any]] = deque()
-        self._max = max(1, max_pending)
-
-    def submit(self, item: Any) -> Iterator[Any]:
-        """Given an item, queue it; yield the results that must be taken to make room."""
-        self._pending.append(self._pool.submit(self._func, item))
-        while len(self._pending) > self._max:
-            yield self._pending.popleft().result()
-
-    def drain(self) -> Iterator[Any]:
-        """Yield every remaining result in order."""
-        while self._pending:
-            yield self._pending.popleft().result()
-
-    def close(self) -> None:
-        """Stop the pool, dropping work not yet started."""
-        for fut in self._pending:
-            fut.cancel()
-        self._pending.clear()
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def __enter__(self) -> ParallelMap:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class BlockPipeline:

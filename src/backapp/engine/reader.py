@@ -11,12 +11,14 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from backapp.engine.compress import Codec, ParallelMap
+from backapp.engine.compress import Codec
 from backapp.engine.crypto import HEADER_SIZE, TAG_SIZE, MasterKey, SegmentReader
 from backapp.engine.layout import BackupInfo, Repository
 from backapp.engine.manifest import Entry, Trailer
+from backapp.engine.streams import prefetch
 from backapp.errors import EncryptionKeyError, IntegrityError, ObjectNotFoundError
 
 _GAP_BLOCKS = 8  # read through gaps this small rather than start a new request
@@ -137,17 +139,17 @@ class ArchiveReader:
         # Members are sorted by offset: each block only looks at the few files it touches.
         waiting = deque(members)
         active: list[Entry] = []
-        with ParallelMap(self._decompress, self.workers, self.workers * 2) as pmap:
-            block_index = first
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="backapp-inflate") as pool:
 
-            def blocks() -> Iterator[tuple[int, bytes | Damage]]:
-                nonlocal block_index
-                for compressed in self._compressed_blocks(first, last):
-                    yield from pmap.submit((block_index, compressed))
-                    block_index += 1
-                yield from pmap.drain()
+            def submitted() -> Iterator[Future[tuple[int, bytes | Damage]]]:
+                # Runs on its own thread: fetching, decrypting and cutting blocks overlap
+                # with the caller writing files.
+                blocks = self._compressed_blocks(first, last)
+                for index, compressed in enumerate(blocks, start=first):
+                    yield pool.submit(self._decompress, (index, compressed))
 
-            for index, plain in blocks():
+            for future in prefetch(submitted(), depth=self.workers * 2):
+                index, plain = future.result()
                 if isinstance(plain, Damage):
                     self.damaged_blocks.append((index, plain.message))
                 start = index * bs

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import IO, Any
+from typing import IO, Any, TypeVar
+
+T = TypeVar("T")
 
 CHUNK = 1024 * 1024
 
@@ -51,3 +56,53 @@ def tee(chunks: Iterable[bytes], observe: Callable[[bytes], Any]) -> Iterator[by
     for chunk in chunks:
         observe(chunk)
         yield chunk
+
+
+_DONE = object()
+
+
+class _Failure:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def prefetch(items: Iterable[T], depth: int = 4) -> Iterator[T]:
+    """Given an iterable, yield its items while a thread produces the next ones ahead.
+
+    At most ``depth`` items wait in between, which bounds memory. An error in the
+    producer is raised here; leaving the loop early stops the producer.
+    """
+    box: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        box.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            box.put(_DONE)
+        except BaseException as exc:  # handed to the consumer
+            box.put(_Failure(exc))
+
+    thread = threading.Thread(target=produce, name="backapp-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = box.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                box.get(timeout=0.05)
+        thread.join()
