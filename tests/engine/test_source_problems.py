@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -189,3 +190,23 @@ def test_patterns_select_what_is_backed_up(tmp_path: Path) -> None:
         "photos/2024/a.jpg",
         "photos/2024/a.tmp",
     ]
+
+
+def test_cancel_stops_a_bandwidth_limited_backup_within_seconds(tmp_path: Path) -> None:
+    from backapp.storage.wrappers import ThrottledStorage
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(8 * 1024 * 1024))
+    cancel = CancelToken()
+    local = LocalStorage(tmp_path / "dest")
+    slow = ThrottledStorage(local, 256 * 1024, sleep=cancel.wait)  # 8 MiB would take 32 s
+    config = make_config([src], tmp_path / "dest", compression=False)
+    timer = threading.Timer(1.0, cancel.cancel, args=("stopped by test",))
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(CancelledError):
+        run_backup(config, slow, cancel=cancel)
+    timer.join()
+    assert time.monotonic() - started < 4
+    assert list(local.list("")) == []

@@ -314,7 +314,11 @@ class _BackupJob:
             return out
 
         pipeline = BlockPipeline(
-            compress, self._put_block, workers=self.workers, depth=self.workers * 2
+            compress,
+            self._put_block,
+            workers=self.workers,
+            depth=self.workers * 2,
+            interrupt=self.cancel.raise_if_cancelled,
         )
 
         def emit(block: bytearray) -> None:

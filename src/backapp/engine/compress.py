@@ -119,8 +119,10 @@ class BlockPipeline:
         *,
         workers: int = 2,
         depth: int = 4,
+        interrupt: Callable[[], None] | None = None,
     ) -> None:
         self._compress = compress
+        self._interrupt = interrupt
         self._sink = sink
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="backapp-block")
         self._queue: queue.Queue[Future[bytes] | None] = queue.Queue(maxsize=max(1, depth))
@@ -130,9 +132,18 @@ class BlockPipeline:
 
     def submit(self, block: bytes | bytearray) -> None:
         """Given the next block, queue it (waiting while the pipeline is full). Re-raise a
-        failure of the compression or sink side."""
+        failure of the compression or sink side, or what ``interrupt`` raises meanwhile."""
         self._raise()
-        self._queue.put(self._pool.submit(self._compress, block))
+        future = self._pool.submit(self._compress, block)
+        while True:
+            try:
+                self._queue.put(future, timeout=0.2)
+                return
+            except queue.Full:
+                # A slow upload (a bandwidth limit) keeps the queue full: stay cancellable.
+                if self._interrupt is not None:
+                    self._interrupt()
+                self._raise()
 
     def close(self) -> None:
         """Wait until every block went through the sink; re-raise any failure there."""

@@ -103,6 +103,10 @@ class CancelToken:
         """Return whether cancellation was requested."""
         return self._event.is_set()
 
+    def wait(self, seconds: float) -> bool:
+        """Given a duration, sleep that long or until cancelled; return whether cancelled."""
+        return self._event.wait(seconds)
+
     def raise_if_cancelled(self) -> None:
         """Raise CancelledError if cancellation was requested."""
         if self._event.is_set():

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from backapp.db import Database
 from backapp.domain.config import BackupConfig, LocalDestination, S3Destination
 from backapp.engine.crypto import MasterKey
 from backapp.engine.layout import Repository
+from backapp.engine.progress import CancelToken
 from backapp.settings import Settings
 from backapp.storage import Storage
 from backapp.storage.factory import open_storage
@@ -33,13 +35,18 @@ class AppContext:
         bandwidth_kbps: int | None = None,
         *,
         retry: bool = True,
+        cancel: CancelToken | None = None,
     ) -> Storage:
-        """Given a destination, return its storage (with retries and bandwidth limit)."""
+        """Given a destination, return its storage (with retries and bandwidth limit).
+
+        With a cancel token, waiting for bandwidth ends as soon as the run is cancelled.
+        """
         return open_storage(
             destination,
             default_endpoint=self.settings.aws_s3_endpoint,
             bandwidth_kbps=bandwidth_kbps,
             retry=retry,
+            sleep=cancel.wait if cancel is not None else time.sleep,
         )
 
     def repository(self, config: BackupConfig, slug: str) -> Repository:

@@ -132,7 +132,9 @@ class RunExecutor:
         with self.ctx.db.session() as session:
             run_repo.set_pending_backup(session, active.run_id, backup_id)
         key = self.ctx.master_key(required=document.options.encryption)
-        storage = self.ctx.storage_for(document.destination, document.options.bandwidth)
+        storage = self.ctx.storage_for(
+            document.destination, document.options.bandwidth, cancel=active.cancel
+        )
         result = run_backup(
             document,
             storage,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from backapp.domain.config import LocalDestination, S3Destination
 from backapp.storage.base import Storage
@@ -16,13 +19,16 @@ def open_storage(
     default_endpoint: str | None = None,
     bandwidth_kbps: int | None = None,
     retry: bool = True,
+    sleep: Callable[[float], Any] = time.sleep,
 ) -> Storage:
     """Given a destination, return its Storage with retries (and a KB/s limit if given).
 
     ``default_endpoint`` (the AWS_S3_ENDPOINT setting) serves S3 destinations without an
     endpoint of their own. The destination's prefix is not applied here: callers join it
     into their keys. Nothing is contacted yet; call ``check()`` for that. Without
-    ``retry`` (an interactive check) a failure is reported at once.
+    ``retry`` (an interactive check) a failure is reported at once. ``sleep`` is how the
+    bandwidth limit waits: a run passes its cancel token's wait, so a cancelled run
+    does not sleep on.
     """
     backend: Storage
     if isinstance(destination, LocalDestination):
@@ -36,5 +42,5 @@ def open_storage(
         )
     storage: Storage = RetryingStorage(backend) if retry else backend
     if bandwidth_kbps:
-        storage = ThrottledStorage(storage, bandwidth_kbps * 1024)
+        storage = ThrottledStorage(storage, bandwidth_kbps * 1024, sleep=sleep)
     return storage

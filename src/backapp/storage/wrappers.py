@@ -39,7 +39,7 @@ class RetryingStorage:
         inner: Storage,
         attempts: int = 4,
         base_delay: float = 0.2,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
@@ -145,14 +145,15 @@ class RetryingStorage:
 class TokenBucket:
     """A token bucket: ``rate`` bytes per second, with about one second of burst.
 
-    ``clock`` and ``sleep`` are injectable so tests need not wait in real time.
+    ``clock`` and ``sleep`` are injectable so tests need not wait in real time; a ``sleep``
+    that returns true was interrupted, and the bucket stops holding data back.
     """
 
     def __init__(
         self,
         rate_bytes_per_second: float,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         if rate_bytes_per_second <= 0:
             raise ValueError("rate_bytes_per_second must be positive")
@@ -179,7 +180,11 @@ class TokenBucket:
                 take = min(remaining, self.capacity)
                 self._refill()
                 while self._tokens < take:
-                    self._sleep((take - self._tokens) / self.rate)
+                    if self._sleep((take - self._tokens) / self.rate):
+                        # A true answer means the wait was interrupted (the run is being
+                        # cancelled): let the bytes through rather than wait on.
+                        self._tokens = take
+                        break
                     self._refill()
                 self._tokens -= take
                 remaining -= take
@@ -223,7 +228,7 @@ class ThrottledStorage:
         bytes_per_second: int,
         *,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         self.inner = inner
         self.upload = TokenBucket(bytes_per_second, clock, sleep)
