@@ -255,21 +255,24 @@ class RunExecutor:
         values: dict[str, Any] | None = None,
     ) -> str:
         values = {"backup_id": None, **(values or {}), "error": message}
-        status = self._finish(job, "failed", values, started)
-        if status == "failed":
-            what = {"backup": "Backup", "restore": "Restore", "verify": "Verification"}
-            with self.ctx.db.session() as session:
-                alerts.raise_alert(
-                    session,
-                    alert_kind,
-                    f"{what.get(job.kind, 'Run')} of '{job.config_name}' failed: {message}",
-                    config_id=job.config_id,
-                    config_name=job.config_name,
-                    run_id=job.run_id,
-                )
-        return status
+        what = {"backup": "Backup", "restore": "Restore", "verify": "Verification"}
+        alert = (
+            alert_kind,
+            f"{what.get(job.kind, 'Run')} of '{job.config_name}' failed: {message}",
+        )
+        return self._finish(job, "failed", values, started, alert=alert)
 
-    def _finish(self, job: _Job, status: str, values: dict[str, Any], started: float) -> str:
+    def _finish(
+        self,
+        job: _Job,
+        status: str,
+        values: dict[str, Any],
+        started: float,
+        *,
+        alert: tuple[str, str] | None = None,
+    ) -> str:
+        """Record the outcome (and its alert, in the same transaction: a failed run is
+        never seen without its alert); return the run's final status."""
         now = utcnow()
         values = {
             "completed_at": now,
@@ -281,6 +284,15 @@ class RunExecutor:
                 # Someone else settled it (e.g. its lease expired and it was failed).
                 run = run_repo.get(session, job.run_id)
                 return run.status if run else status
+            if alert is not None:
+                alerts.raise_alert(
+                    session,
+                    alert[0],
+                    alert[1],
+                    config_id=job.config_id,
+                    config_name=job.config_name,
+                    run_id=job.run_id,
+                )
         logger.info("%s run %s %s", job.kind, job.run_id, status)
         return status
 
