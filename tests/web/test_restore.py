@@ -3,8 +3,11 @@ new folder, verify it in full before and after its archive is damaged; a viewer 
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -269,3 +272,48 @@ def test_a_viewer_browses_and_downloads_but_cannot_restore_or_verify(
         assert "read-only" in response.text(), path
     admin.goto("/backups/logs")
     expect(admin.locator("table.runs tbody tr")).to_have_count(1)  # only the backup
+
+
+def test_config_page_previews_what_retention_will_delete_and_why(
+    server: Server, open_page: Callable[[Server], Page], tmp_path: Path
+) -> None:
+    page = open_page(server)
+    log_in(page)
+    page.goto("/backups/new")
+    source = tmp_path / "keep"
+    source.mkdir()
+    (source / "a.txt").write_text("a")
+    fill_config(page, name="Kept", source=str(source), destination=tmp_path / "d")
+    config_id = save_config(page)
+    # Two backups made from the command line into the same destination and folder.
+    document = {
+        "name": "Kept",
+        "enabled": True,
+        "sources": [{"path": str(source)}],
+        "destination": {"type": "local", "path": str(tmp_path / "d")},
+        "schedule": {"cronExpression": "0 2 * * *", "timezone": "UTC"},
+        "options": {"type": "full", "compression": True, "encryption": False},
+    }
+    cfg = tmp_path / "kept.json"
+    cfg.write_text(json.dumps(document))
+    for _ in range(2):
+        subprocess.run(
+            [sys.executable, "-m", "backapp", "backup", "run", "-c", str(cfg), "--json"],
+            check=True,
+            capture_output=True,
+        )
+    # Age the older backup, and set a retention of 7 days on the config.
+    oldest = sorted((tmp_path / "d").rglob("backup.json"))[0]
+    info = json.loads(oldest.read_text())
+    info["completedAt"] = "2020-01-01T00:00:00+00:00"
+    oldest.write_text(json.dumps(info))
+    page.goto(f"/backups/{config_id}/edit")
+    page.get_by_label("Retention (days)").fill("7")
+    save_config(page)
+    page.goto(f"/backups/{config_id}")
+    rows = page.locator("tr[data-backup]")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(1).locator("[data-field=retention]")).to_contain_text("goes next run")
+    expect(rows.nth(1).locator("[data-field=retention]")).to_contain_text("older than 7 days")
+    expect(rows.nth(0).locator("[data-field=retention]")).to_contain_text("newest backup")
+    shoot(page, "config-retention-preview")

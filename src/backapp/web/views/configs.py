@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 
 from backapp.errors import BackappError, ConfigError, ConflictError
 from backapp.services import configs as config_service
-from backapp.services import destinations
+from backapp.services import destinations, retention
 from backapp.services import runs as run_service
 from backapp.web.formatting import progress_view
 from backapp.web.forms import (
@@ -180,11 +180,16 @@ def stored_backups(request: Request, ctx: CtxDep, user: PageUser, config_id: str
         document, slug = config_service.document_of(config), config.slug
     error, backups = "", []
     try:
-        backups = destinations.stored_backups(ctx, document, slug)
+        plan, infos = retention.plan_for(ctx, document, slug)
     except BackappError as exc:
         error = exc.message
-    for backup in backups:
-        backup["browseFrom"] = start_path(backup.get("sources") or [])
+    else:
+        backups = [destinations.backup_to_json(info) for info in reversed(infos)]
+        for backup in backups:
+            backup["browseFrom"] = start_path(backup.get("sources") or [])
+            # The retention preview: what the next run's retention would do, and why.
+            backup["expires"] = backup["backupId"] in plan.delete
+            backup["retention"] = plan.reasons.get(backup["backupId"], "")
     return render(
         request,
         "partials/stored_backups.html",
