@@ -149,3 +149,18 @@ def test_scheduled_verification_runs_on_its_own_cron(api: Api, source: Path, des
     assert scheduling.fire_due(api.ctx, due + timedelta(seconds=2)) == 0  # once
     runs = api.get("/api/backups/logs", params={"kind": "verify"}).json()
     assert [(r["trigger"], r["status"]) for r in runs] == [("scheduled", "queued")]
+
+
+def test_downloading_a_hard_link_gives_its_content_under_its_own_name(
+    api: Api, worker: object, source: Path, dest: Path
+) -> None:
+    import os
+
+    os.link(source / "docs" / "notes.md", source / "docs" / "zz-link.md")
+    config_id, backup = _backed_up(api, source, dest, encryption=True)
+    base = f"/api/backups/configs/{config_id}/backups/{backup['backupId']}"
+    link = str(source / "docs" / "zz-link.md").lstrip("/")
+    got = api.get(f"{base}/file", params={"path": link})
+    assert got.status_code == 200
+    assert got.content == b"# notes\n"
+    assert "zz-link.md" in got.headers["content-disposition"]

@@ -12,8 +12,8 @@ from typing import Any
 
 from backapp.db import Config, Run, Session, utcnow
 from backapp.domain.config import BackupConfig
-from backapp.engine.manifest import Entry
-from backapp.engine.parent import open_manifest
+from backapp.engine.manifest import Entry, ManifestReader, Trailer
+from backapp.engine.parent import open_manifest, spool_manifest
 from backapp.engine.reader import ArchiveReader
 from backapp.errors import ConfigError, IntegrityError, NotFoundError
 from backapp.services import runs as run_service
@@ -181,17 +181,24 @@ def open_file(
     resolved = repo.resolve(backup_id)
     info = repo.load(resolved)
     master = ctx.master_key(required=False)
-    wanted = path.strip("/")
-    entry = next((e for e in open_manifest(repo, info, master) if e.path == wanted), None)
-    if entry is None or entry.type not in ("file", "hardlink"):
+    name = f"manifest of backup {resolved}"
+    with spool_manifest(repo, info, master) as spool:  # downloaded once, read locally
+
+        def find(wanted: str | None) -> tuple[Entry | None, Trailer]:
+            spool.seek(0)
+            reader = ManifestReader(spool, name)
+            found = next((e for e in reader if e.path == wanted), None)
+            return found, reader.read_trailer()
+
+        entry, trailer = find(path.strip("/"))
+        if entry is not None and entry.type == "hardlink":
+            entry, trailer = find(entry.target)  # a hard link: the data is its first path's
+    if entry is None or entry.type != "file":
         raise NotFoundError(f"no file {path!r} in backup {resolved}")
-    if entry.type == "hardlink":
-        target = entry.target
-        entry = next((e for e in open_manifest(repo, info, master) if e.path == target), None)
-        if entry is None:
-            raise NotFoundError(f"no file {path!r} in backup {resolved}")
-    source = info if not entry.backup or entry.backup == resolved else repo.load(entry.backup)
-    trailer = open_manifest(repo, source, master).read_trailer()
+    source = info
+    if entry.backup and entry.backup != resolved:
+        source = repo.load(entry.backup)
+        trailer = open_manifest(repo, source, master).read_trailer()
     reader = ArchiveReader(repo, source, trailer, master)
     return entry, _checked(reader, entry)
 
