@@ -95,11 +95,19 @@ def run_verify(
             f"backup {backup_id} is encrypted: set BACKUP_ENCRYPTION_KEY to verify it"
         )
     chain = _load_chain(repo, info, result)
-    trailers = {b.backup_id: _check_objects(repo, b, master, result) for b in chain.values()}
-    entries = _read_entries(repo, info, master, result)
-    if entries is None:
+    intact = {b.backup_id: _check_objects(repo, b, result) for b in chain.values()}
+    trailers = {
+        b.backup_id: _read_trailer(repo, b, master, result)
+        for b in chain.values()
+        if intact[b.backup_id] and b.backup_id != backup_id
+    }
+    read = _read_entries(repo, info, master, result)  # its own manifest: read once
+    if read is None:
         result.duration_seconds = time.monotonic() - started
         return result
+    entries, own_trailer = read
+    if intact[backup_id]:
+        trailers[backup_id] = own_trailer
     by_source: dict[str, list[Entry]] = defaultdict(list)
     for entry in entries:
         if entry.type != "file":
@@ -142,10 +150,8 @@ def _load_chain(repo: Repository, info: BackupInfo, result: VerifyResult) -> dic
     return chain
 
 
-def _check_objects(
-    repo: Repository, info: BackupInfo, master: MasterKey | None, result: VerifyResult
-) -> Trailer | None:
-    """Check a backup's objects exist with their recorded sizes; return its block table."""
+def _check_objects(repo: Repository, info: BackupInfo, result: VerifyResult) -> bool:
+    """Check a backup's objects exist with their recorded sizes; return whether they do."""
     intact = True
     for obj in (info.data, info.manifest):
         key = repo.key(info.backup_id, obj.name)
@@ -159,8 +165,13 @@ def _check_objects(
                 (key, f"object has {head.size} bytes, backup.json records {obj.size} (truncated?)")
             )
             intact = False
-    if not intact:
-        return None
+    return intact
+
+
+def _read_trailer(
+    repo: Repository, info: BackupInfo, master: MasterKey | None, result: VerifyResult
+) -> Trailer | None:
+    """Return a backup's block table from its manifest (None, with the problem, if unreadable)."""
     try:
         return open_manifest(repo, info, master).read_trailer()
     except (IntegrityError, ObjectNotFoundError) as exc:
@@ -170,7 +181,7 @@ def _check_objects(
 
 def _read_entries(
     repo: Repository, info: BackupInfo, master: MasterKey | None, result: VerifyResult
-) -> list[Entry] | None:
+) -> tuple[list[Entry], Trailer | None] | None:
     try:
         reader = open_manifest(repo, info, master)
         entries = list(reader)
@@ -187,7 +198,7 @@ def _read_entries(
                 f"manifest lists {len(entries)} entries, its end record says {trailer.entries}",
             )
         )
-    return entries
+    return entries, trailer
 
 
 def _verify_data(
