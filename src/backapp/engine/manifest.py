@@ -193,7 +193,9 @@ class ManifestReader:
             yield Entry.from_json(doc)
 
     def read_trailer(self) -> Trailer:
-        """Consume the remaining entries and return the trailer."""
+        """Consume the remaining entries (if any are left) and return the trailer."""
+        if self.trailer is not None:
+            return self.trailer
         for _ in self:
             pass
         assert self.trailer is not None

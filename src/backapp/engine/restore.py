@@ -27,8 +27,8 @@ import pathspec
 
 from backapp.engine.crypto import MasterKey
 from backapp.engine.layout import BackupInfo, Repository
-from backapp.engine.manifest import Entry
-from backapp.engine.parent import open_manifest
+from backapp.engine.manifest import Entry, ManifestReader, Trailer
+from backapp.engine.parent import open_manifest, spool_manifest
 from backapp.engine.progress import CancelToken, Progress, ProgressCallback, Throttle
 from backapp.engine.reader import ArchiveReader
 from backapp.errors import RestoreError, TargetNotEmptyError
@@ -117,22 +117,27 @@ def run_restore(
     if restore_owner is None:
         restore_owner = os.geteuid() == 0
 
-    # Pass 1: read the manifest, check every path, and plan the work.
-    reader = open_manifest(repo, info, master)
+    # Pass 1: read the manifest (downloaded once), check every path, and plan the work.
+    name = f"manifest of backup {backup_id}"
     plan = _Plan()
-    for entry in reader:
-        check_entry_path(entry.path)
-        if entry.type == "hardlink" and entry.target is not None:
-            check_entry_path(entry.target)
-        plan.add(entry, select)
-    if select is not None and plan.missing_link_targets():
-        # Hard links whose first path was not selected: restore them from that file's data.
-        for entry in open_manifest(repo, info, master):
-            plan.resolve_link_target(entry)
+    with spool_manifest(repo, info, master) as spool:
+        reader = ManifestReader(spool, name)
+        for entry in reader:
+            check_entry_path(entry.path)
+            if entry.type == "hardlink" and entry.target is not None:
+                check_entry_path(entry.target)
+            plan.add(entry, select)
+        own_trailer = reader.read_trailer()
+        if select is not None and plan.missing_link_targets():
+            # Hard links whose first path was not selected: restore them from its data.
+            spool.seek(0)
+            for entry in ManifestReader(spool, name):
+                plan.resolve_link_target(entry)
     if select is not None and not plan.anything():
         raise RestoreError(f"nothing in backup {backup_id} matches {', '.join(include or [])}")
 
     job = _RestoreJob(repo, info, target, master, existing, restore_owner, progress, cancel)
+    job.trailers[backup_id] = own_trailer
     job.progress.files_total = plan.file_count
     job.progress.bytes_total = plan.byte_count
     job.progress.counting = False
@@ -255,6 +260,7 @@ class _RestoreJob:
         self.progress = Progress(phase="restoring")
         self.report = Throttle(progress)
         self.result = RestoreResult(backup_id=info.backup_id, target=self.root)
+        self.trailers: dict[str, Trailer] = {}  # block tables of manifests already read
         self._safe_dirs: set[str] = {""}
         self._symlinks: set[str] = set()
 
@@ -329,8 +335,9 @@ class _RestoreJob:
         source = self.info
         if backup_id is not None and backup_id != self.info.backup_id:
             source = self.repo.load(backup_id)
-        reader = open_manifest(self.repo, source, self.master)
-        trailer = reader.read_trailer()
+        trailer = self.trailers.get(source.backup_id)
+        if trailer is None:
+            trailer = open_manifest(self.repo, source, self.master).read_trailer()
         archive = ArchiveReader(self.repo, source, trailer, self.master)
         # Usually one file is open at a time; entries sharing data (same offset) overlap.
         open_files: dict[int, _OpenFile] = {}
