@@ -9,11 +9,9 @@ data, and ``backup.json`` last: until it exists the backup does not.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import socket
-import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,30 +20,27 @@ from typing import Any
 
 from backapp import __version__
 from backapp.domain.config import BackupConfig
+from backapp.engine.archiver import EntryArchiver
 from backapp.engine.compress import DEFAULT_BLOCK_SIZE, BlockPipeline, Codec, codec_for
 from backapp.engine.crypto import DEFAULT_SEGMENT_SIZE, Encryptor, MasterKey
 from backapp.engine.layout import (
     BackupInfo,
-    BackupStats,
     CompressionInfo,
     Repository,
     StoredObject,
     new_backup_id,
 )
-from backapp.engine.manifest import Entry, ManifestWriter, Trailer
+from backapp.engine.manifest import ManifestWriter, Trailer
 from backapp.engine.objects import write_object
 from backapp.engine.parent import ParentCursor, choose_parent
 from backapp.engine.progress import CancelToken, Progress, ProgressCallback, Throttle
-from backapp.engine.scan import ScanEntry, SkipLog, check_sources, os_reason, scan
+from backapp.engine.scan import SkipLog, check_sources, scan
 from backapp.engine.streams import file_chunks
-from backapp.engine.tarstream import TarSink, tar_header
+from backapp.engine.tarstream import TarSink
 from backapp.errors import EncryptionKeyError
 from backapp.storage import ObjectWriter, Storage
 
 logger = logging.getLogger(__name__)
-
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-_NOATIME = getattr(os, "O_NOATIME", 0)
 
 
 @dataclass
@@ -203,15 +198,15 @@ class _BackupJob:
         self.cancel = cancel
         self.parent = parent
         self.skips = SkipLog()
-        self.stats = BackupStats()
         self.counters = _Counters()
         self.progress = Progress(phase="backing up")
         self.report = Throttle(progress)
         self.estimate = progress is not None
         self.blocks: list[int] = []
-        self.requires: set[str] = set()
-        self.hardlinks: dict[tuple[int, int], tuple[str, bool]] = {}
-        self._noatime = _NOATIME
+        self.archiver = EntryArchiver(
+            parent=parent, skips=self.skips, progress=self.progress, report=self.report
+        )
+        self.stats = self.archiver.stats
         self._encryptor: Encryptor | None = None
         self._writer: ObjectWriter | None = None
         enc = ".enc" if master else ""
@@ -263,7 +258,7 @@ class _BackupJob:
                 type="incremental" if self.parent else "full",
                 parent=self.parent.info.backup_id if self.parent else None,
                 chain=(self.parent.info.chain + 1) if self.parent else 0,
-                requires=sorted(self.requires),
+                requires=sorted(self.archiver.requires),
                 created_at=started,
                 completed_at=datetime.now(UTC),
                 encrypted=self.master is not None,
@@ -329,7 +324,7 @@ class _BackupJob:
         try:
             for entry in scan(self.config.sources, self.skips):
                 self.cancel.raise_if_cancelled()
-                made = self._archive_entry(sink, entry)
+                made = self.archiver.archive(sink, entry)
                 if made is not None:
                     manifest.add(made)
                 self.progress.files_skipped = self.skips.count
@@ -358,226 +353,6 @@ class _BackupJob:
         self.counters.add(n)
         self.progress.bytes_transferred = self.counters.transferred
         self.report(self.progress)
-
-    # -- entries -------------------------------------------------------------
-
-    def _archive_entry(self, sink: TarSink, item: ScanEntry) -> Entry | None:
-        st = item.st
-        if item.kind == "dir":
-            self.stats.dirs += 1
-            entry = _meta_entry(item.path, "dir", st)
-            sink.write(_header(entry))
-            self._lookup_parent(item.path)
-            return entry
-        if item.kind == "symlink":
-            try:
-                target = os.readlink(item.abspath)
-            except OSError as exc:
-                self.skips.skip(item.path, os_reason(exc))
-                return None
-            entry = _meta_entry(item.path, "symlink", st, target=target)
-            sink.write(_header(entry))
-            self.stats.symlinks += 1
-            self._done_file(0)
-            self._lookup_parent(item.path)
-            return entry
-        return self._archive_file(sink, item)
-
-    def _archive_file(self, sink: TarSink, item: ScanEntry) -> Entry | None:
-        st = item.st
-        self.progress.current = item.path
-        link_key = (st.st_dev, st.st_ino)
-        if st.st_nlink > 1 and link_key in self.hardlinks:
-            first, in_tar = self.hardlinks[link_key]
-            entry = _meta_entry(item.path, "hardlink", st, target=first)
-            if in_tar:  # an unchanged first link is not in this tar: tar xzf could not link it
-                sink.write(_header(entry))
-            self.stats.hardlinks += 1
-            self._done_file(0)
-            self._lookup_parent(item.path)
-            return entry
-
-        previous = self._lookup_parent(item.path)
-        if previous is not None and _unchanged(previous, st):
-            entry = _meta_entry(item.path, "file", st)
-            entry.size = previous.size
-            entry.sha256 = previous.sha256
-            entry.offset = previous.offset
-            entry.backup = previous.backup or self.parent_id
-            assert entry.backup is not None
-            self.requires.add(entry.backup)
-            self.stats.files += 1
-            self.stats.unchanged_files += 1
-            self.stats.total_bytes += entry.size
-            if st.st_nlink > 1:
-                self.hardlinks[link_key] = (item.path, False)
-            self._done_file(entry.size)
-            return entry
-
-        if previous is None and self.parent is not None and self.parent.may_know(st.st_size):
-            moved = self._reference_known(item)
-            if moved is not None:
-                if st.st_nlink > 1:
-                    self.hardlinks[link_key] = (item.path, False)
-                return moved
-        stored = self._store_file(sink, item)
-        if stored is None:
-            return None
-        if previous is None:
-            self.stats.new_files += 1
-        else:
-            self.stats.changed_files += 1
-        if st.st_nlink > 1:
-            self.hardlinks[link_key] = (item.path, True)
-        return stored
-
-    def _reference_known(self, item: ScanEntry) -> Entry | None:
-        """Given a new path, reference its content if the parent chain already stores it."""
-        assert self.parent is not None
-        fd = self._open(item)
-        if fd is None:
-            return None
-        try:
-            st = os.fstat(fd)
-            digest = hashlib.sha256()
-            with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
-                for chunk in iter(lambda: f.read(1024 * 1024), b""):
-                    digest.update(chunk)
-            after = os.fstat(fd)
-        except OSError:
-            return None  # let the normal path read it (and report what goes wrong)
-        finally:
-            os.close(fd)
-        if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
-            return None
-        known = self.parent.known(st.st_size, digest.hexdigest())
-        if known is None:
-            return None
-        entry = _meta_entry(item.path, "file", st)
-        entry.size = st.st_size
-        entry.sha256 = digest.hexdigest()
-        entry.backup = known.backup
-        entry.offset = known.offset
-        self.requires.add(known.backup)
-        self.stats.files += 1
-        self.stats.renamed_files += 1
-        self.stats.total_bytes += entry.size
-        self._done_file(entry.size)
-        return entry
-
-    @property
-    def parent_id(self) -> str | None:
-        return self.parent.info.backup_id if self.parent else None
-
-    def _lookup_parent(self, path: str) -> Entry | None:
-        return self.parent.lookup(path) if self.parent is not None else None
-
-    def _store_file(self, sink: TarSink, item: ScanEntry) -> Entry | None:
-        fd = self._open(item)
-        if fd is None:
-            return None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                self.skips.skip(item.path, "changed type during backup")
-                return None
-            entry = _meta_entry(item.path, "file", st)
-            sink.write(_header(entry, size=st.st_size))
-            entry.offset = sink.offset
-            digest = hashlib.sha256()
-            try:
-                got = sink.read_from(fd, st.st_size, lambda view: self._read(digest, view))
-            except OSError as exc:
-                # The header already promised st_size bytes: keep what was read, pad the rest.
-                got = sink.offset - entry.offset
-                self.skips.warn(item.path, f"read error, stored partially: {os_reason(exc)}")
-                entry.partial = True
-            if got < st.st_size:
-                sink.zeros(st.st_size - got)
-                if not entry.partial:
-                    self.skips.warn(item.path, "file shrank while being read, stored as read")
-                    entry.partial = True
-            sink.pad()
-            after = os.fstat(fd)
-            if not entry.partial and (
-                after.st_size != st.st_size or after.st_mtime_ns != st.st_mtime_ns
-            ):
-                self.skips.warn(item.path, "file changed while being read, stored as read")
-                entry.partial = True
-            entry.size = got
-            entry.sha256 = digest.hexdigest()
-            self.stats.files += 1
-            self.stats.total_bytes += got
-            self._done_file(got, counted=True)
-            return entry
-        finally:
-            os.close(fd)
-
-    def _open(self, item: ScanEntry) -> int | None:
-        try:
-            return os.open(item.abspath, _OPEN_FLAGS | self._noatime)
-        except PermissionError as exc:
-            if self._noatime:  # O_NOATIME needs ownership; retry without it from now on
-                self._noatime = 0
-                return self._open(item)
-            self.skips.skip(item.path, os_reason(exc))
-        except OSError as exc:
-            self.skips.skip(item.path, os_reason(exc))
-        return None
-
-    def _read(self, digest: Any, view: memoryview) -> None:
-        """Hash a piece of a file just read, and count it (big files show progress too)."""
-        digest.update(view)
-        self.progress.bytes_done += len(view)
-        self.report(self.progress)
-
-    def _done_file(self, size: int, *, counted: bool = False) -> None:
-        self.progress.files_done += 1
-        if not counted:
-            self.progress.bytes_done += size
-
-
-def _meta_entry(path: str, kind: str, st: os.stat_result, target: str | None = None) -> Entry:
-    return Entry(
-        path=path,
-        type=kind,
-        mode=stat.S_IMODE(st.st_mode),
-        uid=st.st_uid,
-        gid=st.st_gid,
-        mtime_ns=st.st_mtime_ns,
-        target=target,
-        inode=st.st_ino if kind == "file" else 0,
-        ctime_ns=st.st_ctime_ns if kind == "file" else 0,
-    )
-
-
-def _header(entry: Entry, size: int = 0) -> bytes:
-    return tar_header(
-        entry.path,
-        entry.type,
-        mode=entry.mode,
-        uid=entry.uid,
-        gid=entry.gid,
-        mtime_ns=entry.mtime_ns,
-        size=size,
-        target=entry.target or "",
-    )
-
-
-def _unchanged(previous: Entry, st: os.stat_result) -> bool:
-    """Given the parent's entry and a fresh lstat, return whether the file is unchanged.
-
-    Like restic: size, mtime, inode and ctime must all match; a file stored while it
-    was changing is always read again.
-    """
-    return (
-        previous.type == "file"
-        and not previous.partial
-        and previous.size == st.st_size
-        and previous.mtime_ns == st.st_mtime_ns
-        and previous.inode == st.st_ino
-        and previous.ctime_ns == st.st_ctime_ns
-    )
 
 
 def _start_counting(
