@@ -9,8 +9,7 @@ verification read only the blocks they need, decompressing on a thread pool.
 from __future__ import annotations
 
 import itertools
-from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -95,82 +94,86 @@ class ArchiveReader:
                 f"expects {self.offsets[-1]}: the object is truncated or damaged"
             )
 
-    def pieces(self, entries: list[Entry], *, whole: bool = False) -> Iterator[Piece]:
-        """Given file entries stored in this backup, yield their data in offset order.
+    def pieces(self, entries: Iterable[Entry], *, whole: bool = False) -> Iterator[Piece]:
+        """Given file entries stored in this backup, yield their data, streaming.
 
-        Every entry yields at least one piece (an empty file yields ``b""`` once). With
-        ``whole``, every block of the archive is read (and damaged blocks that hold no
-        file data are listed in ``damaged_blocks``). Raise IntegrityError, StorageError.
+        Entries should come in offset order (a manifest's order, give or take renamed
+        files): they are consumed as the archive is read, so any number of them takes
+        no memory. Every entry yields at least one piece (an empty file ``b""`` once);
+        pieces of one file come in order. Reading stops where no entry needs the next
+        blocks and resumes (a new request) where the next entry starts, going back if
+        an entry lies behind. With ``whole`` every block is read (and damaged blocks
+        holding no file data are listed in ``damaged_blocks``); entries out of order are
+        then read again afterwards. Raise IntegrityError, StorageError.
         """
-        wanted = sorted(entries, key=lambda e: e.offset or 0)
-        for entry in wanted:
-            if entry.size == 0:
-                yield Piece(entry, b"")
-        with_data = [e for e in wanted if e.size > 0]
-        runs = list(self._runs(with_data))
+        queue = _Lookahead(iter(entries))
         if whole and self.sizes:
-            runs = [((0, len(self.sizes) - 1), with_data)]
-        for run, members in runs:
-            yield from self._read_run(run, members)
-
-    def _runs(self, entries: list[Entry]) -> Iterator[tuple[tuple[int, int], list[Entry]]]:
-        run: tuple[int, int] | None = None
-        members: list[Entry] = []
-        bs = self.block_size
-        for entry in entries:
-            assert entry.offset is not None
-            first = entry.offset // bs
-            last = (entry.offset + entry.size - 1) // bs
-            if last >= len(self.sizes) or entry.offset + entry.size > self.tar_size:
-                raise IntegrityError(f"{entry.path}: its data lies beyond the end of {self.name}")
-            if run is not None and first <= run[1] + _GAP_BLOCKS:
-                run = (run[0], max(run[1], last))
-                members.append(entry)
+            yield from self._read_from(0, queue, whole=True)
+        while True:
+            entry = queue.peek()
+            if entry is None:
+                return
+            if entry.size == 0:
+                queue.take()
+                yield Piece(entry, b"")
                 continue
-            if run is not None:
-                yield run, members
-            run, members = (first, last), [entry]
-        if run is not None:
-            yield run, members
+            self._check_bounds(entry)
+            assert entry.offset is not None
+            yield from self._read_from(entry.offset // self.block_size, queue, whole=False)
 
-    def _read_run(self, run: tuple[int, int], members: list[Entry]) -> Iterator[Piece]:
-        first, last = run
+    def _check_bounds(self, entry: Entry) -> None:
+        assert entry.offset is not None
+        last = (entry.offset + entry.size - 1) // self.block_size
+        if last >= len(self.sizes) or entry.offset + entry.size > self.tar_size:
+            raise IntegrityError(f"{entry.path}: its data lies beyond the end of {self.name}")
+
+    def _read_from(self, first: int, queue: _Lookahead, whole: bool) -> Iterator[Piece]:
+        """Read blocks from ``first`` on, handing out the queue's entries as their blocks
+        arrive, until no entry needs the next blocks (to the end, with ``whole``)."""
         bs = self.block_size
-        # Members are sorted by offset: each block only looks at the few files it touches.
-        waiting = deque(members)
         active: list[Entry] = []
         with ThreadPoolExecutor(self.workers, thread_name_prefix="backapp-inflate") as pool:
 
             def submitted() -> Iterator[Future[tuple[int, bytes | Damage]]]:
                 # Runs on its own thread: fetching, decrypting and cutting blocks overlap
                 # with the caller writing files.
-                blocks = self._compressed_blocks(first, last)
+                blocks = self._compressed_blocks(first, len(self.sizes) - 1)
                 for index, compressed in enumerate(blocks, start=first):
                     yield pool.submit(self._decompress, (index, compressed))
 
-            for future in prefetch(submitted(), depth=self.workers * 2):
-                index, plain = future.result()
-                if isinstance(plain, Damage):
-                    self.damaged_blocks.append((index, plain.message))
-                start = index * bs
-                end = start + (len(plain) if isinstance(plain, bytes) else self._block_len(index))
-                while waiting and (waiting[0].offset or 0) < end:
-                    active.append(waiting.popleft())
-                view = memoryview(plain) if isinstance(plain, bytes) else None
-                still: list[Entry] = []
-                for entry in active:
-                    assert entry.offset is not None
-                    lo = max(entry.offset, start)
-                    hi = min(entry.offset + entry.size, end)
-                    if lo < hi:
-                        if view is not None:
-                            yield Piece(entry, view[lo - start : hi - start])
-                        else:
-                            assert isinstance(plain, Damage)
-                            yield Piece(entry, b"", plain.message, hi - lo)
-                    if entry.offset + entry.size > end:
-                        still.append(entry)
-                active = still
+            ahead = prefetch(submitted(), depth=self.workers * 2)
+            try:
+                for future in ahead:
+                    index, plain = future.result()
+                    if isinstance(plain, Damage):
+                        self.damaged_blocks.append((index, plain.message))
+                    start = index * bs
+                    end = start + (
+                        len(plain) if isinstance(plain, bytes) else self._block_len(index)
+                    )
+                    # Take the entries that start in this block (never one lying behind).
+                    while (nxt := queue.peek()) is not None:
+                        if nxt.size == 0:
+                            queue.take()
+                            yield Piece(nxt, b"")
+                            continue
+                        offset = nxt.offset or 0
+                        if offset >= end or offset < start:
+                            break
+                        self._check_bounds(nxt)
+                        active.append(queue.take())
+                    yield from _cut(plain, start, end, active)
+                    active = [e for e in active if (e.offset or 0) + e.size > end]
+                    if active or whole:
+                        continue
+                    nxt = queue.peek()
+                    if nxt is None:
+                        return
+                    ahead_to = (nxt.offset or 0) // bs
+                    if not index < ahead_to <= index + _GAP_BLOCKS and nxt.size:
+                        return  # far ahead, or behind: a new request from its block
+            finally:
+                ahead.close()
 
     def _block_len(self, index: int) -> int:
         return min(self.block_size, self.tar_size - index * self.block_size)
@@ -248,3 +251,38 @@ class ArchiveReader:
                 index += 1
         if index <= last:
             raise IntegrityError(f"{self.name} ended early (segment {index} is missing)")
+
+
+class _Lookahead:
+    """An iterator with a one-entry look-ahead."""
+
+    def __init__(self, items: Iterator[Entry]) -> None:
+        self._items = items
+        self._next: Entry | None = None
+
+    def peek(self) -> Entry | None:
+        if self._next is None:
+            self._next = next(self._items, None)
+        return self._next
+
+    def take(self) -> Entry:
+        entry = self.peek()
+        assert entry is not None
+        self._next = None
+        return entry
+
+
+def _cut(plain: bytes | Damage, start: int, end: int, active: list[Entry]) -> Iterator[Piece]:
+    """Given a block's content (or its damage) and the files it touches, yield their pieces."""
+    view = memoryview(plain) if isinstance(plain, bytes) else None
+    for entry in active:
+        assert entry.offset is not None
+        lo = max(entry.offset, start)
+        hi = min(entry.offset + entry.size, end)
+        if lo >= hi:
+            continue
+        if view is not None:
+            yield Piece(entry, view[lo - start : hi - start])
+        else:
+            assert isinstance(plain, Damage)
+            yield Piece(entry, b"", plain.message, hi - lo)

@@ -18,6 +18,7 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -108,34 +109,37 @@ def run_restore(
     if restore_owner is None:
         restore_owner = os.geteuid() == 0
 
-    # Pass 1: read the manifest (downloaded once), check every path, and plan the work.
+    # Pass 1: read the manifest (downloaded once, kept locally), check every path, plan.
     name = f"manifest of backup {backup_id}"
-    plan = RestorePlan()
+    plan = RestorePlan(select)
     with spool_manifest(repo, info, master) as spool:
+
+        def manifest() -> Iterator[Entry]:
+            spool.seek(0)
+            return iter(ManifestReader(spool, name))
+
         reader = ManifestReader(spool, name)
         for entry in reader:
             check_entry_path(entry.path)
             if entry.type == "hardlink" and entry.target is not None:
                 check_entry_path(entry.target)
-            plan.add(entry, select)
+            plan.add(entry)
         own_trailer = reader.read_trailer()
-        if select is not None and plan.missing_link_targets():
+        if plan.missing_link_targets():
             # Hard links whose first path was not selected: restore them from its data.
-            spool.seek(0)
-            for entry in ManifestReader(spool, name):
+            for entry in manifest():
                 plan.resolve_link_target(entry)
-    if select is not None and not plan.anything():
-        raise RestoreError(f"nothing in backup {backup_id} matches {', '.join(include or [])}")
-
-    job = _RestoreJob(repo, info, target, master, existing, restore_owner, progress, cancel)
-    job.trailers[backup_id] = own_trailer
-    job.progress.files_total = plan.file_count
-    job.progress.bytes_total = plan.byte_count
-    job.progress.counting = False
-    try:
-        job.run(plan)
-    finally:
-        job.result.duration_seconds = time.monotonic() - started
+        if select is not None and not plan.anything():
+            raise RestoreError(f"nothing in backup {backup_id} matches {', '.join(include or [])}")
+        job = _RestoreJob(repo, info, target, master, existing, restore_owner, progress, cancel)
+        job.trailers[backup_id] = own_trailer
+        job.progress.files_total = plan.file_count
+        job.progress.bytes_total = plan.byte_count
+        job.progress.counting = False
+        try:
+            job.run(plan, manifest)
+        finally:
+            job.result.duration_seconds = time.monotonic() - started
     logger.info(
         "restore of %s into %s: %d files, %d bytes, %d errors",
         backup_id,
@@ -191,13 +195,14 @@ class _RestoreJob:
         self._safe_dirs: set[str] = {""}
         self._symlinks: set[str] = set()
 
-    def run(self, plan: RestorePlan) -> None:
+    def run(self, plan: RestorePlan, manifest: Callable[[], Iterator[Entry]]) -> None:
         self._symlinks = plan.symlink_paths
         for entry in plan.dirs:
             self.cancel.raise_if_cancelled()
             self._make_dir(entry)
-        for backup_id, entries in plan.files.items():
-            self._restore_files(backup_id, entries)
+        # One pass over the manifest per backup holding data, each in that archive's order.
+        for source in sorted(plan.sources, key=lambda s: s or ""):
+            self._restore_files(source, plan.files_from(manifest(), source))
         for entry in plan.links:
             self.cancel.raise_if_cancelled()
             self._make_link(entry)
@@ -258,7 +263,7 @@ class _RestoreJob:
 
     # -- files ---------------------------------------------------------------
 
-    def _restore_files(self, backup_id: str | None, entries: list[Entry]) -> None:
+    def _restore_files(self, backup_id: str | None, entries: Iterable[Entry]) -> None:
         source = self.info
         if backup_id is not None and backup_id != self.info.backup_id:
             source = self.repo.load(backup_id)

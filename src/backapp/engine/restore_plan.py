@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pathspec
@@ -21,30 +22,45 @@ def check_entry_path(path: str) -> None:
 
 
 class RestorePlan:
-    """The selected entries of a manifest, grouped for restoring."""
+    """What a restore selected from a manifest: folders and links in full, files counted.
 
-    def __init__(self) -> None:
+    File entries are not kept: they are read again from the (local) manifest, one source
+    backup at a time, so a tree of millions of files never sits in memory. Only hard
+    links whose first path was not selected become extra files, kept here.
+    """
+
+    def __init__(self, select: pathspec.PathSpec[Any] | None) -> None:
+        self.select = select
         self.dirs: list[Entry] = []
-        self.files: dict[str | None, list[Entry]] = defaultdict(list)
         self.links: list[Entry] = []
         self.symlink_paths: set[str] = set()
+        self.sources: set[str | None] = set()  # backups holding selected data (None: own)
+        self.extra_files: dict[str | None, list[Entry]] = defaultdict(list)
         self.file_count = 0
         self.byte_count = 0
+        # Only for a partial restore: which files were chosen, to settle hard links.
         self._selected_files: set[str] = set()
         self._wanted_targets: dict[str, list[Entry]] = defaultdict(list)
 
-    def add(self, entry: Entry, select: pathspec.PathSpec[Any] | None) -> None:
+    def selects(self, entry: Entry) -> bool:
+        """Given an entry, return whether the restore includes it."""
+        if self.select is None:
+            return True
+        probe = entry.path + "/" if entry.type == "dir" else entry.path
+        return bool(self.select.match_file(probe))
+
+    def add(self, entry: Entry) -> None:
+        """Given the next manifest entry (already path-checked), account for it."""
         if entry.type == "symlink":
             self.symlink_paths.add(entry.path)
-        if select is not None:
-            probe = entry.path + "/" if entry.type == "dir" else entry.path
-            if not select.match_file(probe):
-                return
+        if not self.selects(entry):
+            return
         if entry.type == "dir":
             self.dirs.append(entry)
         elif entry.type == "file":
-            self.files[entry.backup].append(entry)
-            self._selected_files.add(entry.path)
+            self.sources.add(entry.backup)
+            if self.select is not None:
+                self._selected_files.add(entry.path)
             self.file_count += 1
             self.byte_count += entry.size
         else:
@@ -55,9 +71,13 @@ class RestorePlan:
                 self._wanted_targets[entry.target].append(entry)
 
     def missing_link_targets(self) -> bool:
+        """Return whether some selected hard link points to a file that was not selected."""
+        if self.select is None:
+            return False
         return any(t not in self._selected_files for t in self._wanted_targets)
 
     def resolve_link_target(self, entry: Entry) -> None:
+        """Given a manifest entry, make it the data of hard links whose target was left out."""
         if entry.type != "file" or entry.path in self._selected_files:
             return
         links = self._wanted_targets.get(entry.path)
@@ -69,15 +89,24 @@ class RestorePlan:
         as_file = Entry(**{**_fields(first), "type": "file", "target": None})
         for name in ("size", "sha256", "backup", "offset"):
             setattr(as_file, name, getattr(entry, name))
-        as_file.backup = entry.backup
-        self.files[entry.backup].append(as_file)
+        self.extra_files[entry.backup].append(as_file)
+        self.sources.add(entry.backup)
         self._selected_files.add(first.path)
         self.byte_count += entry.size
         for link in rest:
             link.target = first.path
 
+    def files_from(self, entries: Iterable[Entry], source: str | None) -> Iterator[Entry]:
+        """Given the manifest's entries again, yield the selected files whose data is in
+        ``source`` (None: the restored backup), then the extra files of that source."""
+        for entry in entries:
+            if entry.type == "file" and entry.backup == source and self.selects(entry):
+                yield entry
+        yield from sorted(self.extra_files.get(source, []), key=lambda e: e.offset or 0)
+
     def anything(self) -> bool:
-        return bool(self.dirs or self.files or self.links)
+        """Return whether anything at all was selected."""
+        return bool(self.dirs or self.sources or self.links)
 
 
 def _fields(entry: Entry) -> dict[str, Any]:

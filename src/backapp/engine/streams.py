@@ -6,7 +6,7 @@ import contextlib
 import io
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import IO, Any, TypeVar
 
 T = TypeVar("T")
@@ -66,7 +66,7 @@ class _Failure:
         self.exc = exc
 
 
-def prefetch(items: Iterable[T], depth: int = 4) -> Iterator[T]:
+def prefetch(items: Iterable[T], depth: int = 4) -> Generator[T, None, None]:
     """Given an iterable, yield its items while a thread produces the next ones ahead.
 
     At most ``depth`` items wait in between, which bounds memory. An error in the
@@ -76,6 +76,14 @@ def prefetch(items: Iterable[T], depth: int = 4) -> Iterator[T]:
     stop = threading.Event()
 
     def produce() -> None:
+        try:
+            _produce()
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:  # a generator left half-way: let it release its stream
+                close()
+
+    def _produce() -> None:
         try:
             for item in items:
                 while not stop.is_set():

@@ -225,6 +225,7 @@ def _verify_data(
     damaged: dict[int, str] = {}
     seen: dict[int, int] = defaultdict(int)
     by_id = {id(e): e for e in files}
+    files.sort(key=lambda e: e.offset or 0)  # one sequential pass over the archive
     for piece in archive.pieces(files, whole=True):
         ident = id(piece.entry)
         if piece.error is not None:
