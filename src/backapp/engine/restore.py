@@ -202,7 +202,8 @@ class _RestoreJob:
             self._make_dir(entry)
         # One pass over the manifest per backup holding data, each in that archive's order.
         for source in sorted(plan.sources, key=lambda s: s or ""):
-            self._restore_files(source, plan.files_from(manifest(), source))
+            entries = plan.files_from(manifest() if plan.kept is None else iter(()), source)
+            self._restore_files(source, entries)
         for entry in plan.links:
             self.cancel.raise_if_cancelled()
             self._make_link(entry)

@@ -24,10 +24,13 @@ def check_entry_path(path: str) -> None:
 class RestorePlan:
     """What a restore selected from a manifest: folders and links in full, files counted.
 
-    File entries are not kept: they are read again from the (local) manifest, one source
-    backup at a time, so a tree of millions of files never sits in memory. Only hard
-    links whose first path was not selected become extra files, kept here.
+    Up to ``KEEP_FILES`` selected file entries are kept (reading the manifest again costs
+    about as much as the files' metadata); beyond that they are dropped and read again from
+    the local manifest, one source backup at a time, so a tree of millions of files never
+    sits in memory. Hard links whose first path was not selected become extra files.
     """
+
+    KEEP_FILES = 100_000
 
     def __init__(self, select: pathspec.PathSpec[Any] | None) -> None:
         self.select = select
@@ -38,6 +41,7 @@ class RestorePlan:
         self.extra_files: dict[str | None, list[Entry]] = defaultdict(list)
         self.file_count = 0
         self.byte_count = 0
+        self.kept: list[Entry] | None = []
         # Only for a partial restore: which files were chosen, to settle hard links.
         self._selected_files: set[str] = set()
         self._wanted_targets: dict[str, list[Entry]] = defaultdict(list)
@@ -63,6 +67,10 @@ class RestorePlan:
                 self._selected_files.add(entry.path)
             self.file_count += 1
             self.byte_count += entry.size
+            if self.kept is not None:
+                self.kept.append(entry)
+                if len(self.kept) > self.KEEP_FILES:
+                    self.kept = None  # too many: stream them from the manifest instead
         else:
             self.links.append(entry)
             self.file_count += 1
@@ -97,11 +105,15 @@ class RestorePlan:
             link.target = first.path
 
     def files_from(self, entries: Iterable[Entry], source: str | None) -> Iterator[Entry]:
-        """Given the manifest's entries again, yield the selected files whose data is in
-        ``source`` (None: the restored backup), then the extra files of that source."""
-        for entry in entries:
-            if entry.type == "file" and entry.backup == source and self.selects(entry):
-                yield entry
+        """Given the manifest's entries again (read only if too many were to be kept), yield
+        the selected files whose data is in ``source`` (None: the restored backup), then the
+        extra files of that source."""
+        if self.kept is not None:
+            yield from (e for e in self.kept if e.backup == source)
+        else:
+            for entry in entries:
+                if entry.type == "file" and entry.backup == source and self.selects(entry):
+                    yield entry
         yield from sorted(self.extra_files.get(source, []), key=lambda e: e.offset or 0)
 
     def anything(self) -> bool:
