@@ -184,3 +184,37 @@ def test_verify_names_a_missing_or_damaged_object_in_the_chain(
     manifest.write_bytes(manifest.read_bytes()[:-10])
     truncated = run_verify(repo, incr.backup_id, master=master_key)
     assert any("truncated" in m for _, m in truncated.problems)
+
+
+def test_restores_stream_the_manifest_when_there_are_too_many_files_to_keep(
+    tmp_path: Path, master_key: MasterKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from backapp.engine.restore_plan import RestorePlan
+
+    monkeypatch.setattr(RestorePlan, "KEEP_FILES", 3)  # as if it were millions of files
+    src = tmp_path / "src"
+    src.mkdir()
+    _initial(src)
+    config = make_config([src], tmp_path / "dest", type="incremental", encryption=True)
+    storage = LocalStorage(tmp_path / "dest")
+    repo = Repository(storage, "", config.slug)
+    points = []
+    for day in range(4):
+        if day:
+            _day(src, day)
+        result = run_backup(config, storage, key=master_key, block_size=64 * 1024)
+        points.append((result.backup_id, snapshot(src)))
+    for index, (backup_id, expected) in enumerate(points):
+        restored = run_restore(repo, backup_id, tmp_path / f"r{index}", master=master_key)
+        assert restored.ok, restored.errors
+        assert snapshot(restored_root(tmp_path / f"r{index}", src)) == expected
+    picked = run_restore(
+        repo,
+        "latest",
+        tmp_path / "picked",
+        master=master_key,
+        include=[str(src / "media").lstrip("/") + "/"],
+    )
+    assert picked.ok
+    got = sorted(p.name for p in restored_root(tmp_path / "picked", src).rglob("*"))
+    assert got == ["film.bin", "media", "song-copy.bin", "song.bin"]
