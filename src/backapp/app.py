@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 
 from backapp import __version__, web
@@ -15,6 +14,17 @@ from backapp.api.routes import configs, misc, restores, runs
 from backapp.db import Database
 from backapp.services.context import AppContext
 from backapp.settings import Settings
+
+_DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>BackApp API</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
+<link rel="stylesheet" href="/static/vendor/swagger-ui/swagger-ui.css">
+</head><body><div id="swagger-ui" data-openapi-url="/api/openapi.json"></div>
+<script src="/static/vendor/swagger-ui/swagger-ui-bundle.js"></script>
+<script src="/static/api-docs.js"></script>
+</body></html>
+"""
 
 
 def build_context(settings: Settings | None = None) -> AppContext:
@@ -47,6 +57,7 @@ def create_app(ctx: AppContext) -> FastAPI:
 
     @app.get("/api/docs", include_in_schema=False)
     def docs(user: UserDep) -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/api/openapi.json", title="BackApp API")
+        # Swagger UI is vendored under /static (no CDN: works offline, fits the CSP).
+        return HTMLResponse(_DOCS_PAGE)
 
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,11 @@ def test_the_docs_page_needs_authentication_and_then_loads_the_document(
     assert response.status_code == 200
     assert "text/html" in response.headers["content-type"]
     assert "/api/openapi.json" in response.text
+    # Swagger UI is served from here, not a CDN: the docs work without internet access.
+    scripts = re.findall(r'(?:src|href)="(/static/[^"]+)"', response.text)
+    assert len(scripts) == 4
+    for url in scripts:
+        assert api.get(url).status_code == 200
 
 
 @pytest.fixture

@@ -133,3 +133,16 @@ def test_a_viewer_sees_no_edit_controls_and_the_server_refuses_their_changes(
     expect(admin.get_by_text("No runs match.")).to_be_visible()
     admin.goto(f"/backups/{config_id}")
     expect(admin.get_by_role("heading", name="Shared")).to_be_visible()
+
+
+def test_the_api_docs_render_offline_for_a_logged_in_user(
+    server: Server, open_page: Callable[[Server], Page]
+) -> None:
+    page = open_page(server)
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    log_in(page)
+    page.goto("/api/docs")
+    expect(page.get_by_role("heading", name=re.compile("BackApp"))).to_be_visible()
+    expect(page.get_by_text("/api/backups/configs").first).to_be_visible()
+    assert all(url.startswith(server.url) for url in requested), requested
