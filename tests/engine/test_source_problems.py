@@ -210,3 +210,24 @@ def test_cancel_stops_a_bandwidth_limited_backup_within_seconds(tmp_path: Path) 
     timer.join()
     assert time.monotonic() - started < 4
     assert list(local.list("")) == []
+
+
+def test_a_failure_after_the_commit_never_removes_the_committed_backup(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a")
+    storage = LocalStorage(tmp_path / "dest")
+    config = make_config([src], tmp_path / "dest")
+
+    def progress(p: object) -> None:
+        if getattr(p, "phase", "") == "completed":
+            raise RuntimeError("progress sink broke after the commit")
+
+    with pytest.raises(RuntimeError):
+        run_backup(config, storage, progress=progress)
+    repo = Repository(storage, "", config.slug)
+    [backup_id] = repo.ids()
+    names = sorted(name for name, _ in repo.objects(backup_id))
+    assert names == ["backup.json", "data.tar.gz", "manifest.json.gz"]
+    restored = run_restore(repo, backup_id, tmp_path / "out")
+    assert restored.ok

@@ -275,6 +275,8 @@ class _BackupJob:
                 tool=f"backapp {__version__}",
             )
             self.repo.commit(info)
+            # Committed: from here on a failure must not delete what the marker points to.
+            committed.clear()
             self.counters.add(len(info.to_bytes()))
             self.progress.phase = "completed"
             self.progress.counting = False
