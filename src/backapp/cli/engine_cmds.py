@@ -54,9 +54,7 @@ def _settings() -> Settings:
 def master_key(settings: Settings, *, required: bool) -> MasterKey | None:
     """Given settings, return the encryption key, or None if unset and not required."""
     secret = settings.backup_encryption_key
-    if secret is None and not required:
-        return None
-    return MasterKey.from_base64(secret.get_secret_value() if secret else None)
+    return MasterKey.configured(secret.get_secret_value() if secret else None, required=required)
 
 
 def open_config_storage(config: BackupConfig, settings: Settings) -> Storage:

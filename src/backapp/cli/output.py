@@ -35,7 +35,6 @@ class UsageError(BackappError):
     """Bad command-line input (exit code 2)."""
 
 
-EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 

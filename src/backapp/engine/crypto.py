@@ -83,6 +83,14 @@ class MasterKey:
             )
         return cls(raw)
 
+    @classmethod
+    def configured(cls, text: str | None, *, required: bool) -> MasterKey | None:
+        """Given the configured key text (or None), return the key; None if it is not set
+        and not required. Raise EncryptionKeyError (missing but required, or malformed)."""
+        if text is None and not required:
+            return None
+        return cls.from_base64(text)
+
     def derive(self, salt: bytes) -> tuple[bytes, bytes]:
         """Given an object's salt, return its (AES-256 key, key check value)."""
         key = HKDF(hashes.SHA256(), 32, salt, _KEY_INFO).derive(self.secret)
@@ -300,11 +308,6 @@ def decrypt_stream(
     tail = dec.finalize()
     if tail:
         yield tail
-
-
-def is_encrypted(prefix: bytes) -> bool:
-    """Given the first bytes of an object, return whether it is in this format."""
-    return prefix[: len(MAGIC)] == MAGIC
 
 
 class SegmentReader:

@@ -132,18 +132,6 @@ class Repository:
                 found.append(parts[0])
         return sorted(found)
 
-    def uncommitted_ids(self) -> list[str]:
-        """Return ids of backup folders that have objects but no commit marker."""
-        folders: set[str] = set()
-        committed: set[str] = set()
-        for obj in self.storage.list(self.base + "/"):
-            parts = obj.key[len(self.base) + 1 :].split("/")
-            if len(parts) == 2 and is_backup_id(parts[0]):
-                folders.add(parts[0])
-                if parts[1] == MARKER:
-                    committed.add(parts[0])
-        return sorted(folders - committed)
-
     def load(self, backup_id: str) -> BackupInfo:
         """Given a backup id, return its BackupInfo. Raise BackupNotFoundError, ArchiveError."""
         try:

@@ -6,7 +6,7 @@ import contextlib
 import io
 import queue
 import threading
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from typing import IO, Any, TypeVar
 
 T = TypeVar("T")
@@ -48,13 +48,6 @@ def file_chunks(fileobj: IO[bytes], size: int = CHUNK) -> Iterator[bytes]:
         chunk = fileobj.read(size)
         if not chunk:
             return
-        yield chunk
-
-
-def tee(chunks: Iterable[bytes], observe: Callable[[bytes], Any]) -> Iterator[bytes]:
-    """Given chunks and a callback, yield the chunks, passing each to the callback first."""
-    for chunk in chunks:
-        observe(chunk)
         yield chunk
 
 

@@ -25,9 +25,9 @@ class AppContext:
     def master_key(self, *, required: bool) -> MasterKey | None:
         """Return the encryption key (None if unset and not required). Raise EncryptionKeyError."""
         secret = self.settings.backup_encryption_key
-        if secret is None and not required:
-            return None
-        return MasterKey.from_base64(secret.get_secret_value() if secret else None)
+        return MasterKey.configured(
+            secret.get_secret_value() if secret else None, required=required
+        )
 
     def storage_for(
         self,

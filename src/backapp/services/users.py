@@ -6,7 +6,7 @@ import hashlib
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -149,8 +149,3 @@ def ensure_admin(session: Session, password: str | None) -> str | None:
     create_user(session, "admin", password, "admin")
     logger.info("created the first user, 'admin'")
     return generated
-
-
-def session_expiry(now: datetime) -> datetime:
-    """Given now, return when a new session expires."""
-    return now + SESSION_LIFETIME

@@ -28,11 +28,6 @@ def get(session: Session, user_id: str) -> User | None:
     return session.get(User, user_id)
 
 
-def list_users(session: Session) -> list[User]:
-    """Return every user, by name."""
-    return list(session.scalars(select(User).order_by(User.username)))
-
-
 def add(session: Session, obj: User | ApiToken | WebSession) -> None:
     """Given a new row, add it and flush (so its defaults are set)."""
     session.add(obj)
