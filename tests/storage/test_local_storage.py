@@ -51,14 +51,15 @@ def test_writer_fills_a_hidden_temp_file_next_to_its_target(tmp_path: Path) -> N
     assert [p.name for p in (tmp_path / "cfg" / "id").iterdir()] == ["data.tar.gz"]
 
 
-def test_abort_removes_the_temp_file(tmp_path: Path) -> None:
+def test_abort_removes_the_temp_file_and_the_folders_made_for_it(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path)
-    writer = storage.open_writer("cfg/data")
+    storage.put_bytes("cfg/kept", b"x")
+    writer = storage.open_writer("cfg/id/data")
     writer.write(b"partial")
 
     writer.abort()
 
-    assert list((tmp_path / "cfg").iterdir()) == []
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["cfg", "kept"]
 
 
 def test_delete_prunes_folders_left_empty_but_never_the_root(tmp_path: Path) -> None:

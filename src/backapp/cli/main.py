@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Annotated
 
 import typer
@@ -50,5 +51,11 @@ def _root(
 
 
 def main() -> None:
-    """Run the CLI."""
-    app()
+    """Run the CLI: an unexpected error ends in one line and exit 1, not a traceback
+    (``-v`` logs the traceback too)."""
+    try:
+        app()
+    except Exception as exc:  # the top of the CLI: report, never a traceback
+        logging.getLogger("backapp").debug("unexpected error", exc_info=True)
+        print(f"error: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.exit(1)

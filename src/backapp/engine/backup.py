@@ -22,7 +22,7 @@ from backapp import __version__
 from backapp.domain.config import BackupConfig
 from backapp.engine.archiver import EntryArchiver
 from backapp.engine.compress import DEFAULT_BLOCK_SIZE, BlockPipeline, Codec, codec_for
-from backapp.engine.crypto import DEFAULT_SEGMENT_SIZE, Encryptor, MasterKey
+from backapp.engine.crypto import DEFAULT_SEGMENT_SIZE, Encryptor, MasterKey, encrypted_size
 from backapp.engine.layout import (
     BackupInfo,
     CompressionInfo,
@@ -37,7 +37,7 @@ from backapp.engine.progress import CancelToken, Progress, ProgressCallback, Thr
 from backapp.engine.scan import SkipLog, check_sources, scan
 from backapp.engine.streams import file_chunks
 from backapp.engine.tarstream import TarSink
-from backapp.errors import EncryptionKeyError
+from backapp.errors import ArchiveError, EncryptionKeyError, IntegrityError, StorageError
 from backapp.storage import ObjectWriter, Storage
 
 logger = logging.getLogger(__name__)
@@ -209,6 +209,7 @@ class _BackupJob:
         self.stats = self.archiver.stats
         self._encryptor: Encryptor | None = None
         self._writer: ObjectWriter | None = None
+        self._written = 0  # bytes handed to the data object's writer
         enc = ".enc" if master else ""
         self.data_name = f"data.tar{codec.suffix}{enc}"
         self.manifest_name = f"manifest.json.gz{enc}"
@@ -274,7 +275,11 @@ class _BackupJob:
                 host=socket.gethostname(),
                 tool=f"backapp {__version__}",
             )
-            self.repo.commit(info)
+            # The marker goes up only once storage holds every object, whole.
+            self._check_stored(self.data_name, data_obj.size)
+            self._check_stored(self.manifest_name, manifest_info.size)
+            self.cancel.raise_if_cancelled()
+            self._commit(info)
             # Committed: from here on a failure must not delete what the marker points to.
             committed.clear()
             self.counters.add(len(info.to_bytes()))
@@ -297,6 +302,27 @@ class _BackupJob:
                 counter.set()
             if self.parent is not None:
                 self.parent.close()
+
+    def _check_stored(self, name: str, expected: int) -> None:
+        """Given an object just uploaded and the bytes written to it, check storage holds
+        exactly that many. Raise StorageError, IntegrityError."""
+        key = self.repo.key(self.backup_id, name)
+        head = self.repo.storage.head(key)
+        if head is None:
+            raise StorageError(f"{key} is missing from storage right after its upload")
+        if head.size != expected:
+            raise IntegrityError(
+                f"{key} holds {head.size} bytes in storage, but {expected} were written"
+            )
+
+    def _commit(self, info: BackupInfo) -> None:
+        """Write the commit marker; if its reply was lost, check whether it landed."""
+        try:
+            self.repo.commit(info)
+        except StorageError:
+            if not self.repo.holds_marker(info):
+                raise
+            logger.warning("backup %s: the commit marker landed; its reply was lost", info.backup_id)
 
     def _write_data(self, manifest: ManifestWriter) -> tuple[Any, int]:
         key = self.repo.key(self.backup_id, self.data_name)
@@ -337,19 +363,42 @@ class _BackupJob:
             raise
         pipeline.close()
         if self._encryptor is not None:
-            self._writer.write(self._encryptor.finalize())
+            self._written += self._write(self._encryptor.finalize())
+        expected_blocks = -(-sink.offset // self.block_size)
+        if len(self.blocks) != expected_blocks or pipeline.submitted != expected_blocks:
+            raise ArchiveError(
+                f"the archive has {len(self.blocks)} stored blocks of {expected_blocks} "
+                "(data was lost on the way to storage)"
+            )
+        stored = sum(self.blocks)
+        expected_size = (
+            encrypted_size(stored, self.segment_size) if self._encryptor is not None else stored
+        )
+        if self._written != expected_size:
+            raise ArchiveError(
+                f"{self._written} bytes of the archive were written, {expected_size} expected"
+            )
         self.progress.phase = "finishing upload"
         self.report(self.progress, force=True)
         obj = self._writer.commit()
         self._writer = None
+        if obj.size != expected_size:
+            raise IntegrityError(
+                f"storage reports {obj.size} bytes for {key}, {expected_size} were written"
+            )
         return obj, sink.offset
+
+    def _write(self, data: bytes) -> int:
+        assert self._writer is not None
+        if data:
+            self._writer.write(data)
+        return len(data)
 
     def _put_block(self, compressed: bytes) -> None:
         assert self._writer is not None
         self.blocks.append(len(compressed))
         out = self._encryptor.update(compressed) if self._encryptor else compressed
-        if out:
-            self._writer.write(out)
+        self._written += self._write(out)
 
     def _on_transfer(self, n: int) -> None:
         self.counters.add(n)

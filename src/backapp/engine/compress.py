@@ -106,10 +106,18 @@ def codec_for(compression: bool, algorithm: str, level: int) -> Codec:
     return Codec("gzip", level)
 
 
+class _Aborted(Exception):
+    """Private marker: the pipeline was stopped by its caller (not a failure to report)."""
+
+
 class BlockPipeline:
     """Compresses blocks on a thread pool and hands them, in order, to ``sink`` on a thread
     of its own, so the caller only reads files while compression, encryption and upload
     happen beside it. At most ``depth`` blocks wait, which bounds memory.
+
+    Any exception on any of its threads (compression or sink, of any type) is raised to
+    the caller at its next ``submit`` or at ``close``; ``close`` also checks that every
+    submitted block reached the sink, so a block can never be dropped silently.
     """
 
     def __init__(
@@ -127,6 +135,8 @@ class BlockPipeline:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="backapp-block")
         self._queue: queue.Queue[Future[bytes] | None] = queue.Queue(maxsize=max(1, depth))
         self._error: BaseException | None = None
+        self.submitted = 0
+        self.delivered = 0
         self._thread = threading.Thread(target=self._drain, name="backapp-upload", daemon=True)
         self._thread.start()
 
@@ -135,6 +145,7 @@ class BlockPipeline:
         failure of the compression or sink side, or what ``interrupt`` raises meanwhile."""
         self._raise()
         future = self._pool.submit(self._compress, block)
+        self.submitted += 1
         while True:
             try:
                 self._queue.put(future, timeout=0.2)
@@ -146,23 +157,32 @@ class BlockPipeline:
                 self._raise()
 
     def close(self) -> None:
-        """Wait until every block went through the sink; re-raise any failure there."""
+        """Wait until every block went through the sink; re-raise any failure there.
+
+        Raise ArchiveError if fewer blocks reached the sink than were submitted.
+        """
         self._queue.put(None)
         self._thread.join()
         self._pool.shutdown(wait=True)
         self._raise()
+        if self.delivered != self.submitted:
+            raise ArchiveError(
+                f"the block pipeline stored {self.delivered} of {self.submitted} blocks"
+            )
 
     def abort(self) -> None:
         """Stop: drop queued blocks and wait for the threads (never raises)."""
         if self._error is None:
-            self._error = RuntimeError("aborted")
+            self._error = _Aborted()
         self._queue.put(None)
         self._thread.join()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _raise(self) -> None:
-        if self._error is not None and not isinstance(self._error, RuntimeError):
-            raise self._error
+        error = self._error
+        if error is None or isinstance(error, _Aborted):
+            return
+        raise error
 
     def _drain(self) -> None:
         while True:
@@ -174,5 +194,6 @@ class BlockPipeline:
                 continue
             try:
                 self._sink(future.result())
+                self.delivered += 1
             except BaseException as exc:  # handed to the caller on its next submit/close
                 self._error = exc

@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from backapp.errors import ArchiveError, BackupNotFoundError, ObjectNotFoundError
+from backapp.errors import ArchiveError, BackupNotFoundError, ObjectNotFoundError, StorageError
 from backapp.storage import Storage, join_key
 
 MARKER = "backup.json"
@@ -168,6 +168,14 @@ class Repository:
     def commit(self, info: BackupInfo) -> None:
         """Given a finished backup's info, write its commit marker (the last write)."""
         self.storage.put_bytes(self.key(info.backup_id, MARKER), info.to_bytes())
+
+    def holds_marker(self, info: BackupInfo) -> bool:
+        """Given a backup's info, return whether storage holds exactly its commit marker
+        (used when the reply to writing it was lost). Never raises StorageError."""
+        try:
+            return self.storage.get_bytes(self.key(info.backup_id, MARKER)) == info.to_bytes()
+        except StorageError:
+            return False
 
     def delete(self, backup_id: str) -> int:
         """Given a backup id, delete it, marker first; return the number of objects removed."""

@@ -11,7 +11,7 @@ import errno
 import logging
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from stat import S_ISREG
@@ -83,8 +83,15 @@ def _fsync_dir(path: Path) -> None:
 class LocalWriter:
     """A streaming write to a temp file that becomes visible on ``commit``."""
 
-    def __init__(self, target: Path, key: str, on_transfer: TransferCallback | None) -> None:
+    def __init__(
+        self,
+        target: Path,
+        key: str,
+        on_transfer: TransferCallback | None,
+        prune: Callable[[Path], None] | None = None,
+    ) -> None:
         self._target = target
+        self._prune = prune
         self._key = key
         self._on_transfer = on_transfer
         self._temp, self._file = self._open_temp(target)
@@ -149,11 +156,17 @@ class LocalWriter:
         if self._done:
             return
         self._done = True
-        self._file.close()
+        try:
+            self._file.close()  # flushes what is buffered: on a full disk that fails too
+        except OSError as exc:
+            logger.debug("closing temp file %s: %s", self._temp, exc.strerror)
         try:
             self._temp.unlink(missing_ok=True)
         except OSError as exc:
             logger.warning("could not remove temp file %s: %s", self._temp, exc.strerror)
+            return
+        if self._prune is not None:
+            self._prune(self._temp.parent)  # folders made for this object go with it
 
 
 class LocalStorage:
@@ -175,7 +188,7 @@ class LocalStorage:
 
         Raise ValueError for an unsafe key, StorageError if the temp file cannot be created.
         """
-        return LocalWriter(self._path(key), key, on_transfer)
+        return LocalWriter(self._path(key), key, on_transfer, self._prune)
 
     def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
         """Given a key and a payload, store it atomically and return it. Raise StorageError."""
