@@ -72,7 +72,12 @@ def test_a_full_restore_target_reports_each_file_and_leaves_no_partial_file(
     assert cli("backup", "run", "-c", str(cfg)).returncode == 0
     disk = tmp_path / "disk"
     run = cli(
-        "restore", "-c", str(cfg), "--target", str(disk / "r"), "--json",
+        "restore",
+        "-c",
+        str(cfg),
+        "--target",
+        str(disk / "r"),
+        "--json",
         prefix=_in_small_disk(disk),
     )
     assert run.returncode == 1, (run.stdout, run.stderr)

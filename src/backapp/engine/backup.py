@@ -322,7 +322,9 @@ class _BackupJob:
         except StorageError:
             if not self.repo.holds_marker(info):
                 raise
-            logger.warning("backup %s: the commit marker landed; its reply was lost", info.backup_id)
+            logger.warning(
+                "backup %s: the commit marker landed; its reply was lost", info.backup_id
+            )
 
     def _write_data(self, manifest: ManifestWriter) -> tuple[Any, int]:
         key = self.repo.key(self.backup_id, self.data_name)
