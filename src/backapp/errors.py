@@ -14,7 +14,8 @@
     │   ├── WrongKeyError               the object was encrypted with another key
     │   ├── TamperedError               a segment failed authentication (modified or reordered)
     │   ├── TruncatedError              the object ends before its final segment
-    │   └── ArchiveError                an archive or manifest cannot be parsed
+    │   ├── ArchiveError                an archive or manifest cannot be parsed
+    │   └── UnsupportedFormatError      written in a format this BackApp does not read
     ├── BackupNotFoundError         no backup with that id (or no backup at all)
     ├── RestoreError                a restore was refused (unsafe path, …)
     │   └── TargetNotEmptyError         the target is not empty and overwriting was not allowed
@@ -100,6 +101,10 @@ class TruncatedError(IntegrityError):
 
 class ArchiveError(IntegrityError):
     """An archive or manifest is malformed."""
+
+
+class UnsupportedFormatError(IntegrityError):
+    """The backup was written in a storage format this BackApp does not know."""
 
 
 class BackupNotFoundError(BackappError):

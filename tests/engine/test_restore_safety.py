@@ -14,7 +14,7 @@ from backapp.engine.backup import BackupResult, run_backup
 from backapp.engine.crypto import MasterKey
 from backapp.engine.layout import Repository
 from backapp.engine.restore import run_restore
-from backapp.errors import IntegrityError, RestoreError, TargetNotEmptyError
+from backapp.errors import RestoreError, TargetNotEmptyError
 from backapp.storage.local import LocalStorage
 from tests.engine.conftest import make_config
 from tests.helpers.trees import restored_root, snapshot
@@ -49,16 +49,17 @@ def _file_entry(entries: list[dict[str, Any]]) -> dict[str, Any]:
 def test_restore_refuses_manifest_paths_that_leave_the_target(
     tmp_path: Path, bad_path: str
 ) -> None:
-    repo, result, _ = _backup(tmp_path)
+    repo, result, src = _backup(tmp_path)
     _rewrite_manifest(
-        repo, result.backup_id, lambda es: [*es, {**_file_entry(es), "path": bad_path}]
+        repo, result.backup_id, lambda es: [{**_file_entry(es), "path": bad_path}, *es]
     )
     target = tmp_path / "restore" / "target"
-    with pytest.raises(RestoreError, match="unsafe path"):
-        run_restore(repo, "latest", target)
+    restored = run_restore(repo, "latest", target)
     assert not (tmp_path / "restore" / "escaped.txt").exists()
     assert not Path("/tmp/absolute-escape.txt").exists()
-    assert not target.exists() or not any(target.iterdir())  # refused before writing
+    assert [p for p, _ in restored.errors] == [bad_path]
+    assert "unsafe path" in restored.errors[0][1]
+    assert snapshot(restored_root(target, src)) == snapshot(src)  # the rest is restored
 
 
 def test_restore_never_writes_through_a_symlink_in_the_backup(tmp_path: Path) -> None:
@@ -69,7 +70,7 @@ def test_restore_never_writes_through_a_symlink_in_the_backup(tmp_path: Path) ->
     def add_escape(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         link = {**entries[0], "path": "evil", "type": "symlink", "target": str(outside)}
         pwned = {**_file_entry(entries), "path": "evil/pwned.txt"}
-        return [*entries, link, pwned]
+        return [link, pwned, *entries]
 
     _rewrite_manifest(repo, result.backup_id, add_escape)
     restored = run_restore(repo, "latest", tmp_path / "target")
@@ -83,13 +84,15 @@ def test_restore_refuses_hardlinks_pointing_outside(tmp_path: Path) -> None:
     _rewrite_manifest(
         repo,
         result.backup_id,
-        lambda es: [*es, {**es[0], "path": "h", "type": "hardlink", "target": "../../etc/passwd"}],
+        lambda es: [{**es[0], "path": "h", "type": "hardlink", "target": "../../etc/passwd"}, *es],
     )
-    with pytest.raises(RestoreError, match="unsafe path"):
-        run_restore(repo, "latest", tmp_path / "target")
+    restored = run_restore(repo, "latest", tmp_path / "target")
+    assert [p for p, _ in restored.errors] == ["h"]
+    assert "unsafe path" in restored.errors[0][1]
+    assert not (tmp_path / "target" / "h").exists()
 
 
-def test_overwrite_restore_does_not_follow_symlinks_already_in_the_target(
+def test_overwrite_restore_replaces_a_symlink_in_the_target_instead_of_following_it(
     tmp_path: Path,
 ) -> None:
     repo, _, src = _backup(tmp_path)
@@ -102,7 +105,9 @@ def test_overwrite_restore_does_not_follow_symlinks_already_in_the_target(
     planted.symlink_to(outside)
     restored = run_restore(repo, "latest", target, existing="overwrite")
     assert list(outside.iterdir()) == []
-    assert any(p.endswith("docs/a.txt") for p, _ in restored.errors)
+    assert restored.ok
+    assert not planted.is_symlink()
+    assert snapshot(restored_root(target, src)) == snapshot(src)
 
 
 def test_non_empty_target_is_refused_unless_overwriting(tmp_path: Path) -> None:
@@ -164,10 +169,24 @@ def test_damaged_archive_names_the_damaged_file_and_restores_the_rest(
     assert (root / "docs" / "a.txt").read_text() == "alpha\n"
 
 
-def test_truncated_archive_is_reported(tmp_path: Path, master_key: MasterKey) -> None:
-    repo, result, _ = _backup(tmp_path, master_key)
-    data = Path(repo.storage.description) / repo.key(result.backup_id, result.info.data.name)
-    raw = data.read_bytes()
-    data.write_bytes(raw[: len(raw) - 5000])
-    with pytest.raises(IntegrityError, match="truncated"):
-        run_restore(repo, "latest", tmp_path / "target", master=master_key)
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_truncated_archive_restores_what_is_intact_and_names_the_rest(
+    tmp_path: Path, master_key: MasterKey, encrypted: bool
+) -> None:
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    (src / "a" / "first.txt").write_text("in the first block\n")
+    (src / "z.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    key = master_key if encrypted else None
+    config = make_config([src], tmp_path / "dest", encryption=encrypted)
+    storage = LocalStorage(tmp_path / "dest")
+    result = run_backup(config, storage, key=key, block_size=64 * 1024)
+    repo = Repository(storage, "", config.slug)
+    data = tmp_path / "dest" / repo.key(result.backup_id, result.info.data.name)
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    restored = run_restore(repo, "latest", tmp_path / "target", master=key)
+    root = restored_root(tmp_path / "target", src)
+    assert (root / "a" / "first.txt").read_text() == "in the first block\n"
+    assert [p for p, _ in restored.errors] == [str(src / "z.bin").lstrip("/")]
+    assert "truncated" in restored.errors[0][1]
+    assert not (root / "z.bin").exists()

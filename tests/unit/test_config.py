@@ -446,3 +446,27 @@ def test_slugify_always_gives_a_short_non_empty_dashed_name(name: str) -> None:
 
 def test_config_slug_is_its_slugified_name() -> None:
     assert parse_config(example(name="Nightly DB Backup")).slug == "nightly-db-backup"
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("/srv//data", "/srv/data"),
+        ("/srv/./data", "/srv/data"),
+        ("/srv/data/.", "/srv/data"),
+        ("/srv/data/", "/srv/data"),
+        ("//srv///data//", "/srv/data"),
+        ("/./", "/"),
+        ("/", "/"),
+    ],
+)
+def test_source_paths_are_normalised_so_that_every_backup_restores(given: str, stored: str) -> None:
+    config = parse_config(example(sources=[{"path": given}]))
+    assert config.sources[0].path == stored
+
+
+@pytest.mark.parametrize("given", ["/srv/../etc", "/srv/data/..", "/.."])
+def test_source_paths_with_dot_dot_are_refused_with_the_field(given: str) -> None:
+    document = example(sources=[{"path": "/ok"}, {"path": given}])
+    assert problem_paths(document) == ["sources[1].path"]
+    assert "'..'" in problem_message(document)

@@ -296,9 +296,9 @@ def test_the_repr_of_a_key_never_shows_the_secret() -> None:
 @given(data=plaintexts())
 def test_each_segment_decrypts_alone_to_its_slice_of_the_plaintext(data: bytes) -> None:
     blob = encrypt(data)
-    reader = SegmentReader(KEY, blob[:HEADER_SIZE], len(blob), "data.tar.gz.enc")
+    reader = SegmentReader(KEY, blob[:HEADER_SIZE], len(data), "data.tar.gz.enc")
 
-    assert reader.plain_size == len(data)
+    assert reader.object_size == len(blob)
     assert reader.segments == max(1, -(-len(data) // SEGMENT))
     for index in reversed(range(reader.segments)):  # any order: no segment needs another
         start, end = reader.cipher_range(index, index)
@@ -308,7 +308,7 @@ def test_each_segment_decrypts_alone_to_its_slice_of_the_plaintext(data: bytes) 
 
 def test_a_range_of_segments_covers_exactly_those_segments_up_to_the_short_final_one() -> None:
     blob = encrypt(PLAIN)
-    reader = SegmentReader(KEY, blob[:HEADER_SIZE], len(blob), "data.tar.gz.enc")
+    reader = SegmentReader(KEY, blob[:HEADER_SIZE], len(PLAIN), "data.tar.gz.enc")
 
     start, end = reader.cipher_range(1, 3)
 
@@ -323,7 +323,7 @@ def test_a_range_of_segments_covers_exactly_those_segments_up_to_the_short_final
 
 def test_random_access_rejects_a_segment_read_at_the_wrong_index() -> None:
     blob = encrypt(PLAIN)
-    reader = SegmentReader(KEY, blob[:HEADER_SIZE], len(blob), "data.tar.gz.enc")
+    reader = SegmentReader(KEY, blob[:HEADER_SIZE], len(PLAIN), "data.tar.gz.enc")
     start, end = reader.cipher_range(1, 1)
 
     with pytest.raises(TamperedError):

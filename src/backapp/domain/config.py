@@ -58,6 +58,16 @@ def _check_absolute(value: str) -> str:
     return value
 
 
+def normalise_source_path(value: str) -> str:
+    """Given an absolute source path, return it without empty or '.' segments and without a
+    trailing '/' ('/srv//data/./' -> '/srv/data'). Raise ValueError for '..' segments: what
+    they lead to depends on symlinks, which a path alone cannot tell."""
+    parts = [part for part in value.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise ValueError(f"must not contain '..' segments (give the folder itself), got {value!r}")
+    return "/" + "/".join(parts)
+
+
 def _check_prefix(value: str) -> str:
     value = value.strip("/")
     if any(part in ("..", ".") for part in value.split("/")):
@@ -77,8 +87,7 @@ class Source(_Model):
     @field_validator("path")
     @classmethod
     def _path(cls, value: str) -> str:
-        value = _check_absolute(value)
-        return value if value == "/" else value.rstrip("/")
+        return normalise_source_path(_check_absolute(value))
 
     @field_validator("exclude_patterns", "include_patterns")
     @classmethod

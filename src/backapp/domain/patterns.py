@@ -4,53 +4,58 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
 
-import pathspec
+from backapp.domain.gitignore import GitIgnore, compile_rule
 
 
 def check_patterns(patterns: list[str]) -> list[str]:
-    """Given patterns, return them (blank ones dropped) if all compile; raise ValueError."""
+    """Given patterns, return them with blank ones dropped. Raise ValueError for a pattern
+    that can never match (an unclosed '[' or a trailing backslash), naming it."""
     cleaned = [p for p in patterns if p.strip()]
     for pattern in cleaned:
-        try:
-            pathspec.GitIgnoreSpec.from_lines([pattern])
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"invalid pattern {pattern!r}: {exc}") from exc
+        rule = compile_rule(pattern)
+        if rule is not None and rule.regex.pattern.endswith(_NEVER_MATCHES):
+            raise ValueError(f"invalid pattern {pattern!r}: it can never match")
     return cleaned
+
+
+_NEVER_MATCHES = "(?!)"
 
 
 @dataclass(frozen=True)
 class PatternFilter:
-    """Decides which paths (relative to a source, '/'-separated) are backed up.
+    """Decides which paths (relative to a source, '/'-separated) are backed up, with git's
+    semantics (see domain/gitignore.py).
 
-    Exclude patterns win; an excluded directory is not descended into. With include
-    patterns, a file is kept only if it matches one; directories are kept when they
-    match or lead to a kept file.
+    An excluded folder is not descended into, so nothing below it can come back. With
+    include patterns, a path is kept when the patterns match it or a folder above it (as
+    git decides "ignored"); folders are kept when they match or lead to a kept file.
     """
 
-    include: pathspec.PathSpec[Any] | None
-    exclude: pathspec.PathSpec[Any] | None
+    include: GitIgnore | None
+    exclude: GitIgnore | None
 
     @classmethod
     def from_patterns(cls, include: list[str], exclude: list[str]) -> PatternFilter:
         """Given include and exclude pattern lists, return the filter."""
         return cls(
-            include=pathspec.GitIgnoreSpec.from_lines(include) if include else None,
-            exclude=pathspec.GitIgnoreSpec.from_lines(exclude) if exclude else None,
+            include=GitIgnore(include) if include else None,
+            exclude=GitIgnore(exclude) if exclude else None,
         )
 
     def excluded(self, rel: str, is_dir: bool) -> bool:
-        """Given a relative path, return whether an exclude pattern removes it."""
+        """Given a relative path whose folders are not excluded, return whether the exclude
+        patterns remove it."""
         if self.exclude is None:
             return False
-        return bool(self.exclude.match_file(rel + "/" if is_dir else rel))
+        return self.exclude.match(rel, is_dir) is True
 
-    def included(self, rel: str, is_dir: bool) -> bool:
-        """Given a relative path, return whether the include patterns select it."""
-        if self.include is None:
+    def included(self, rel: str, is_dir: bool, *, inside_included: bool = False) -> bool:
+        """Given a relative path (and whether a folder above it is included already),
+        return whether the include patterns select it."""
+        if self.include is None or inside_included:
             return True
-        return bool(self.include.match_file(rel + "/" if is_dir else rel))
+        return self.include.match(rel, is_dir) is True
 
 
 _GLOB = frozenset("\\*?[]!#")

@@ -192,6 +192,16 @@ def parse_header(raw: bytes) -> Header:
     return Header(raw[:HEADER_SIZE], segment_size, raw[16:48], raw[48:64])
 
 
+def key_matches(key: MasterKey, raw: bytes) -> bool | None:
+    """Given a key and the first HEADER_SIZE bytes of an object, return whether the key is
+    the one the object was encrypted with (None: the header cannot be parsed)."""
+    try:
+        header = parse_header(raw)
+    except IntegrityError:
+        return None
+    return hmac.compare_digest(key.derive(header.salt)[1], header.check)
+
+
 class Decryptor:
     """Decrypts one object as a stream, authenticating every segment."""
 
@@ -311,28 +321,23 @@ def decrypt_stream(
 
 
 class SegmentReader:
-    """Random access to the segments of one encrypted object, given its header and size."""
+    """Random access to the segments of one encrypted object, given its header and the
+    size of its plaintext (from the manifest: what the object should hold)."""
 
-    def __init__(self, key: MasterKey, header: bytes, object_size: int, name: str) -> None:
+    def __init__(self, key: MasterKey, header: bytes, plain_size: int, name: str) -> None:
         self._dec = Decryptor(key, name)
         self._dec._start(header[:HEADER_SIZE])
         assert self._dec._header is not None
         self.segment_size = self._dec._header.segment_size
-        body = object_size - HEADER_SIZE
-        sealed = self.segment_size + TAG_SIZE
-        self.segments = max(1, -(-body // sealed))
-        if body < TAG_SIZE:
-            raise TruncatedError(f"{name} is truncated (no segments)")
-        self.plain_size = body - self.segments * TAG_SIZE
+        self.plain_size = plain_size
+        self.segments = max(1, -(-plain_size // self.segment_size))
+        self.object_size = HEADER_SIZE + plain_size + self.segments * TAG_SIZE
 
     def cipher_range(self, first: int, last: int) -> tuple[int, int]:
         """Given segment indexes first..last, return their byte range [start, end) in the object."""
         sealed = self.segment_size + TAG_SIZE
         start = HEADER_SIZE + first * sealed
-        end = min(
-            HEADER_SIZE + (last + 1) * sealed,
-            HEADER_SIZE + self.plain_size + self.segments * TAG_SIZE,
-        )
+        end = min(HEADER_SIZE + (last + 1) * sealed, self.object_size)
         return start, end
 
     def sealed_length(self, index: int) -> int:

@@ -14,13 +14,21 @@ import json
 import re
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
-from backapp.errors import ArchiveError, BackupNotFoundError, ObjectNotFoundError, StorageError
+from backapp.errors import (
+    ArchiveError,
+    BackupNotFoundError,
+    IntegrityError,
+    ObjectNotFoundError,
+    StorageError,
+    UnsupportedFormatError,
+)
 from backapp.storage import Storage, join_key
 
 MARKER = "backup.json"
@@ -44,12 +52,27 @@ class _Doc(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
 
+_OBJECT_NAMES = frozenset(
+    f"{base}{enc}"
+    for base in ("manifest.json.gz", "data.tar", "data.tar.gz", "data.tar.zst")
+    for enc in ("", ".enc")
+)
+
+
 class StoredObject(_Doc):
     """An object of a backup: its name inside the backup folder and its size."""
 
     name: str
-    size: int
-    plain_size: int | None = None
+    size: int = Field(ge=0)
+    plain_size: int | None = Field(default=None, ge=0)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        # Only the names BackApp writes: a name is joined into a storage key.
+        if value not in _OBJECT_NAMES:
+            raise ValueError(f"unknown object name {value!r}")
+        return value
 
 
 class CompressionInfo(_Doc):
@@ -57,7 +80,7 @@ class CompressionInfo(_Doc):
 
     algorithm: Literal["gzip", "zstd", "none"]
     level: int | None = None
-    block_size: int
+    block_size: int = Field(gt=0, le=2**31)
 
 
 class BackupStats(_Doc):
@@ -100,10 +123,74 @@ class BackupInfo(_Doc):
     host: str = ""
     tool: str = ""
 
+    @field_validator("backup_id")
+    @classmethod
+    def _backup_id(cls, value: str) -> str:
+        if not is_backup_id(value):
+            raise ValueError(f"{value!r} is not a backup id")
+        return value
+
+    @field_validator("parent")
+    @classmethod
+    def _parent(cls, value: str | None) -> str | None:
+        if value is not None and not is_backup_id(value):
+            raise ValueError(f"parent {value!r} is not a backup id")
+        return value
+
+    @field_validator("requires")
+    @classmethod
+    def _requires(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not is_backup_id(v)]
+        if bad:
+            raise ValueError(f"requires {bad[0]!r}, which is not a backup id")
+        return value
+
     def to_bytes(self) -> bytes:
         """Return the JSON document stored as ``backup.json``."""
         doc = self.model_dump(mode="json", by_alias=True)
         return (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode()
+
+
+def parse_marker(raw: bytes, backup_id: str) -> BackupInfo:
+    """Given the bytes of a ``backup.json`` and the id of its folder, return the BackupInfo.
+
+    Raise ArchiveError (damaged, or not this folder's), UnsupportedFormatError.
+    """
+    try:
+        doc = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise ArchiveError(f"backup {backup_id}: backup.json is damaged (not JSON)") from None
+    if not isinstance(doc, dict):
+        raise ArchiveError(f"backup {backup_id}: backup.json is damaged (not an object)")
+    version = doc.get("formatVersion")
+    if version != FORMAT_VERSION:
+        raise UnsupportedFormatError(
+            f"backup {backup_id} has storage format {version!r}; this BackApp reads format "
+            f"{FORMAT_VERSION} (was it written by a newer BackApp?)"
+        )
+    try:
+        info = BackupInfo.model_validate(doc)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ArchiveError(
+            f"backup {backup_id}: backup.json is damaged ({where}: {first['msg']})"
+        ) from None
+    if info.backup_id != backup_id:
+        raise ArchiveError(
+            f"backup {backup_id}: backup.json describes backup {info.backup_id} "
+            "(moved or copied from another folder)"
+        )
+    return info
+
+
+@dataclass(frozen=True)
+class ListedBackup:
+    """A committed backup as listed: its info, or why its backup.json cannot be read."""
+
+    backup_id: str
+    info: BackupInfo | None
+    problem: str | None
 
 
 class Repository:
@@ -133,21 +220,29 @@ class Repository:
         return sorted(found)
 
     def load(self, backup_id: str) -> BackupInfo:
-        """Given a backup id, return its BackupInfo. Raise BackupNotFoundError, ArchiveError."""
+        """Given a backup id, return its BackupInfo.
+
+        Raise BackupNotFoundError, ArchiveError (damaged), UnsupportedFormatError.
+        """
         try:
             raw = self.storage.get_bytes(self.key(backup_id, MARKER))
         except ObjectNotFoundError as exc:
             raise BackupNotFoundError(f"backup {backup_id} not found in {self.location}") from exc
-        try:
-            return BackupInfo.model_validate_json(raw)
-        except ValidationError as exc:
-            raise ArchiveError(
-                f"backup {backup_id}: backup.json is damaged ({exc.errors()[0]['msg']})"
-            ) from exc
+        return parse_marker(raw, backup_id)
+
+    def scan(self) -> list[ListedBackup]:
+        """Return every committed backup, oldest first, each with its info or its problem."""
+        found = []
+        for backup_id in self.ids():
+            try:
+                found.append(ListedBackup(backup_id, self.load(backup_id), None))
+            except (IntegrityError, BackupNotFoundError) as exc:
+                found.append(ListedBackup(backup_id, None, str(exc)))
+        return found
 
     def list(self) -> list[BackupInfo]:
-        """Return every committed backup, oldest first."""
-        return [self.load(backup_id) for backup_id in self.ids()]
+        """Return every committed backup that can be read, oldest first."""
+        return [b.info for b in self.scan() if b.info is not None]
 
     def resolve(self, ref: str) -> str:
         """Given 'latest', an id or a unique id prefix, return the id. Raise BackupNotFoundError."""

@@ -14,18 +14,46 @@ was written completely.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import gzip
 import io
 import json
+import re
 import tempfile
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from backapp.errors import ArchiveError
+from backapp.engine.layout import is_backup_id
+from backapp.errors import ArchiveError, UnsupportedFormatError
 
 MANIFEST_VERSION = 1
 _SPOOL_MAX = 16 * 1024 * 1024
+
+
+_TYPES = ("file", "dir", "symlink", "hardlink")
+_MAX_ID = 2**32 - 1
+_MAX_NS = 2**63 - 1  # what the kernel's timespec (and os.utime) can take
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def check_path(path: str) -> None:
+    """Given an archive path, raise ArchiveError unless it is a relative path that stays
+    below wherever it is restored: not empty or absolute, no '', '.' or '..' segment, no
+    NUL, and encodable as the bytes of a file name."""
+    if not isinstance(path, str) or not path or path.startswith("/"):
+        raise ArchiveError(f"unsafe path {path!r} (absolute or empty)")
+    if "\x00" in path:
+        raise ArchiveError(f"unsafe path {path!r} (contains NUL)")
+    for part in path.split("/"):
+        if part in ("", ".", ".."):
+            raise ArchiveError(f"unsafe path {path!r} (contains {part!r})")
+    try:
+        path.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise ArchiveError(f"unsafe path {path!r} (not a valid file name)") from None
 
 
 @dataclass(slots=True)
@@ -46,6 +74,8 @@ class Entry:
     inode: int = 0
     ctime_ns: int = 0
     partial: bool = False
+    sparse: bool = False
+    xattrs: dict[str, bytes] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Return the manifest line of this entry."""
@@ -65,45 +95,148 @@ class Entry:
                 doc["backup"] = self.backup
             if self.partial:
                 doc["partial"] = True
+            if self.sparse:
+                doc["sparse"] = True
         if self.target is not None:
             doc["target"] = self.target
         if self.inode:
             doc["inode"] = self.inode
             doc["ctime"] = self.ctime_ns
+        if self.xattrs:
+            doc["xattrs"] = {k: base64.b64encode(v).decode() for k, v in self.xattrs.items()}
         return doc
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Entry:
-        """Given a manifest line, return the Entry. Raise ArchiveError."""
+        """Given a manifest line, return the Entry, checked as restore needs it (a safe
+        path, numbers in range, a file's data location). Raise ArchiveError naming it."""
+        path = doc.get("path")
         try:
+            check_path(path)  # type: ignore[arg-type]
             entry = cls(
-                path=doc["path"],
+                path=path,  # type: ignore[arg-type]
                 type=doc["type"],
-                mode=int(doc["mode"]),
-                uid=int(doc["uid"]),
-                gid=int(doc["gid"]),
-                mtime_ns=int(doc["mtime"]),
-                size=int(doc.get("size", 0)),
+                mode=_int(doc, "mode", 0, 0o7777),
+                uid=_int(doc, "uid", 0, _MAX_ID),
+                gid=_int(doc, "gid", 0, _MAX_ID),
+                mtime_ns=_int(doc, "mtime", -_MAX_NS, _MAX_NS),
+                size=_int(doc, "size", 0, _MAX_NS, default=0),
                 sha256=doc.get("sha256"),
                 target=doc.get("target"),
                 backup=doc.get("backup"),
-                offset=doc.get("offset"),
-                inode=int(doc.get("inode", 0)),
-                ctime_ns=int(doc.get("ctime", 0)),
-                partial=bool(doc.get("partial", False)),
+                offset=_int(doc, "offset", 0, _MAX_NS, default=None),
+                inode=_int(doc, "inode", 0, 2**64 - 1, default=0),
+                ctime_ns=_int(doc, "ctime", -_MAX_NS, _MAX_NS, default=0),
+                partial=doc.get("partial", False) is True,
+                sparse=doc.get("sparse", False) is True,
+                xattrs=_xattrs(doc.get("xattrs")),
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ArchiveError(f"manifest entry is malformed: {exc!r}") from exc
-        if not isinstance(entry.path, str) or entry.type not in (
-            "file",
-            "dir",
-            "symlink",
-            "hardlink",
-        ):
-            raise ArchiveError(f"manifest entry has an unknown type: {doc.get('type')!r}")
-        if entry.type == "file" and (entry.offset is None or entry.sha256 is None):
-            raise ArchiveError(f"manifest entry {entry.path!r} lacks its data location")
+            entry._check()
+        except KeyError as exc:
+            raise ArchiveError(f"manifest entry {path!r} lacks {exc.args[0]!r}") from None
+        except ArchiveError as exc:
+            raise ArchiveError(f"manifest entry {path!r}: {exc}") from None
         return entry
+
+    def _check(self) -> None:
+        if self.type not in _TYPES:
+            raise ArchiveError(f"unknown type {self.type!r}")
+        if self.type == "file":
+            if self.offset is None or not isinstance(self.sha256, str):
+                raise ArchiveError("a file without its data location (offset, sha256)")
+            if not _SHA256.match(self.sha256):
+                raise ArchiveError("sha256 is not a SHA-256 digest")
+            if self.backup is not None and not is_backup_id(self.backup):
+                raise ArchiveError(f"its data is in {self.backup!r}, which is not a backup id")
+        elif self.type in ("symlink", "hardlink"):
+            if not isinstance(self.target, str) or not self.target or "\x00" in self.target:
+                raise ArchiveError("a link without a target")
+            if self.type == "hardlink":
+                check_path(self.target)
+            else:
+                try:
+                    self.target.encode("utf-8", "surrogateescape")
+                except UnicodeEncodeError:
+                    raise ArchiveError("link target is not a valid file name") from None
+
+
+def _int(doc: dict[str, Any], name: str, low: int, high: int, default: Any = ...) -> Any:
+    if name not in doc:
+        if default is ...:
+            raise KeyError(name)
+        return default
+    value = doc[name]
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ArchiveError(f"{name} {value!r} is out of range")
+    return value
+
+
+def _xattrs(doc: Any) -> dict[str, bytes] | None:
+    if doc is None:
+        return None
+    if not isinstance(doc, dict):
+        raise ArchiveError("xattrs is not an object")
+    out: dict[str, bytes] = {}
+    for name, value in doc.items():
+        if not isinstance(value, str) or not name or "\x00" in name:
+            raise ArchiveError(f"extended attribute {name!r} is malformed")
+        try:
+            out[name] = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ArchiveError(f"extended attribute {name!r} is not base64") from None
+    return out
+
+
+def order_key(path: str) -> tuple[str, ...]:
+    """Given an archive path, return the key that sorts entries in archive order."""
+    return tuple(path.split("/"))
+
+
+class EntryRules:
+    """The rules between entries that a manifest obeys, applied one entry at a time by
+    the writer (a backup never stores what restore would refuse) and by readers:
+
+    - entries come in archive order, each path once (so ancestors come first);
+    - nothing lies beneath a symlink, a file or a hard link of the backup;
+    - a file's data is in this backup or in one it lists in ``requires``;
+    - a hard link names an earlier path (whether that is a file or symlink is settled
+      after the pass: ``links`` holds what each link needs).
+    """
+
+    def __init__(self, backup_id: str, requires: Iterable[str] | None = None) -> None:
+        self.backup_id = backup_id
+        self.requires = None if requires is None else frozenset(requires)
+        self._last: tuple[str, ...] | None = None
+        self._barrier: tuple[str, str] | None = None  # (path + "/", its type)
+        self.links: dict[str, list[str]] = {}  # hard-link target -> the links naming it
+
+    def problem(self, entry: Entry) -> str | None:
+        """Given the next entry, return why it breaks the rules (None: it is accepted)."""
+        key = order_key(entry.path)
+        if self._last is not None and key <= self._last:
+            return "listed twice or out of archive order"
+        barrier = self._barrier
+        if barrier is not None and entry.path.startswith(barrier[0]):
+            return f"lies beneath the {barrier[1]} {barrier[0][:-1]!r} of this backup"
+        if (
+            entry.type == "file"
+            and entry.backup is not None
+            and entry.backup != self.backup_id
+            and self.requires is not None
+            and entry.backup not in self.requires
+        ):
+            return f"its data is in backup {entry.backup}, which this backup does not require"
+        if entry.type == "hardlink":
+            assert entry.target is not None
+            if order_key(entry.target) >= key:
+                return f"hard link to {entry.target!r}, which is not an earlier path"
+        self._last = key
+        if entry.type != "dir":
+            self._barrier = (entry.path + "/", entry.type.replace("hardlink", "hard link"))
+        if entry.type == "hardlink":
+            assert entry.target is not None
+            self.links.setdefault(entry.target, []).append(entry.path)
+        return None
 
 
 @dataclass
@@ -121,6 +254,7 @@ class ManifestWriter:
     """Collects entries into a gzip'd spool file (memory stays small for any count)."""
 
     def __init__(self, header: dict[str, Any]) -> None:
+        self._rules = EntryRules(str(header.get("backupId", "")))
         self._spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL_MAX)  # noqa: SIM115
         self._gz = gzip.GzipFile(fileobj=self._spool, mode="wb", compresslevel=6, mtime=0)
         self._count = 0
@@ -128,7 +262,14 @@ class ManifestWriter:
         self._line({"manifest": MANIFEST_VERSION, **header})
 
     def add(self, entry: Entry) -> None:
-        """Given an entry, append it."""
+        """Given an entry, append it. Raise ArchiveError if restore would refuse it."""
+        try:
+            check_path(entry.path)
+            problem = self._rules.problem(entry)
+        except ArchiveError as exc:
+            problem = str(exc)
+        if problem is not None:
+            raise ArchiveError(f"refusing to store {entry.path!r}: {problem}")
         self._count += 1
         self._line(entry.to_json())
 
@@ -165,16 +306,32 @@ class ManifestWriter:
 
 
 class ManifestReader:
-    """Reads a manifest from its decompressed lines: header, entries, trailer."""
+    """Reads a manifest from its decompressed lines: header, entries, trailer.
 
-    def __init__(self, gzip_stream: IO[bytes], name: str = "manifest") -> None:
+    With a ``problems`` list, an entry that is malformed or unsafe is left out and noted
+    there as (path, message), and reading goes on; without one, it raises ArchiveError.
+    """
+
+    def __init__(
+        self,
+        gzip_stream: IO[bytes],
+        name: str = "manifest",
+        problems: list[tuple[str, str]] | None = None,
+    ) -> None:
         self._name = name
+        self._problems = problems
         self._lines = io.BufferedReader(gzip.GzipFile(fileobj=gzip_stream, mode="rb"))
         first = self._next()
-        if first is None or first.get("manifest") != MANIFEST_VERSION:
-            raise ArchiveError(f"{name} is not a BackApp manifest (or of an unknown version)")
+        if first is None or "manifest" not in first:
+            raise ArchiveError(f"{name} is not a BackApp manifest")
+        if first.get("manifest") != MANIFEST_VERSION:
+            raise UnsupportedFormatError(
+                f"{name} has manifest version {first.get('manifest')!r}; this BackApp reads "
+                f"version {MANIFEST_VERSION} (a newer BackApp wrote it?)"
+            )
         self.header: dict[str, Any] = first
         self.trailer: Trailer | None = None
+        self.lines = 0
 
     def __iter__(self) -> Iterator[Entry]:
         while True:
@@ -182,15 +339,16 @@ class ManifestReader:
             if doc is None:
                 raise ArchiveError(f"{self._name} is truncated (no end record)")
             if doc.get("end") is True:
-                self.trailer = Trailer(
-                    entries=int(doc.get("entries", 0)),
-                    blocks=[int(b) for b in doc.get("blocks", [])],
-                    tar_size=int(doc.get("tarSize", 0)),
-                    block_size=int(self.header.get("blockSize", 0)),
-                    extra={k: v for k, v in doc.items() if k not in ("end", "entries", "blocks")},
-                )
+                self.trailer = _trailer(doc, self.header, self._name)
                 return
-            yield Entry.from_json(doc)
+            self.lines += 1
+            try:
+                yield Entry.from_json(doc)
+            except ArchiveError as exc:
+                if self._problems is None:
+                    raise
+                where = doc.get("path") if isinstance(doc.get("path"), str) else None
+                self._problems.append((where or f"{self._name}, entry {self.lines}", str(exc)))
 
     def read_trailer(self) -> Trailer:
         """Consume the remaining entries (if any are left) and return the trailer."""
@@ -204,14 +362,35 @@ class ManifestReader:
     def _next(self) -> dict[str, Any] | None:
         try:
             line = self._lines.readline()
-        except (OSError, EOFError, ValueError) as exc:
+        except (OSError, EOFError, ValueError, zlib.error) as exc:
             raise ArchiveError(f"{self._name} is damaged: {exc}") from exc
         if not line:
             return None
         try:
             doc = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise ArchiveError(f"{self._name} is damaged: a line is not JSON") from exc
         if not isinstance(doc, dict):
             raise ArchiveError(f"{self._name} is damaged: a line is not an object")
         return doc
+
+
+def _trailer(doc: dict[str, Any], header: dict[str, Any], name: str) -> Trailer:
+    blocks = doc.get("blocks", [])
+    block_size = header.get("blockSize", 0)
+    try:
+        trailer = Trailer(
+            entries=_int(doc, "entries", 0, _MAX_NS, default=0),
+            blocks=[_int({"block": b}, "block", 1, _MAX_NS) for b in blocks],
+            tar_size=_int(doc, "tarSize", 0, _MAX_NS, default=0),
+            block_size=_int({"blockSize": block_size}, "blockSize", 0, 2**31),
+            extra={k: v for k, v in doc.items() if k not in ("end", "entries", "blocks")},
+        )
+    except (ArchiveError, TypeError) as exc:
+        raise ArchiveError(f"{name}: its end record is damaged ({exc})") from None
+    if trailer.block_size and len(trailer.blocks) != -(-trailer.tar_size // trailer.block_size):
+        raise ArchiveError(
+            f"{name}: its end record lists {len(trailer.blocks)} blocks for "
+            f"{trailer.tar_size} bytes of archive in blocks of {trailer.block_size}"
+        )
+    return trailer

@@ -16,17 +16,12 @@ from typing import IO
 
 from backapp.engine.crypto import MasterKey
 from backapp.engine.layout import BackupInfo, Repository
-from backapp.engine.manifest import Entry, ManifestReader
+from backapp.engine.manifest import Entry, ManifestReader, order_key
 from backapp.engine.objects import read_object
 from backapp.engine.streams import as_file
 from backapp.errors import IntegrityError
 
 logger = logging.getLogger(__name__)
-
-
-def order_key(path: str) -> tuple[str, ...]:
-    """Given an archive path, return the key that sorts entries in archive order."""
-    return tuple(path.split("/"))
 
 
 def open_manifest(repo: Repository, info: BackupInfo, master: MasterKey | None) -> ManifestReader:

@@ -18,7 +18,7 @@ from backapp.engine.crypto import HEADER_SIZE, TAG_SIZE, MasterKey, SegmentReade
 from backapp.engine.layout import BackupInfo, Repository
 from backapp.engine.manifest import Entry, Trailer
 from backapp.engine.streams import prefetch
-from backapp.errors import EncryptionKeyError, IntegrityError, ObjectNotFoundError
+from backapp.errors import EncryptionKeyError, IntegrityError, ObjectNotFoundError, WrongKeyError
 
 _GAP_BLOCKS = 8  # read through gaps this small rather than start a new request
 _WIDEN = 1024 * 1024  # read from the object's start rather than skip this little
@@ -58,40 +58,55 @@ class ArchiveReader:
         master: MasterKey | None,
         workers: int = 2,
     ) -> None:
+        """Given a backup, its manifest's block table and the key, open its data object.
+
+        The block table (from the manifest, authenticated when encrypted) is the authority
+        on the object's size: a shorter object is read up to where it ends (``notes`` says
+        so, the blocks beyond are damage). Raise ObjectNotFoundError, IntegrityError (its
+        encryption header is unusable), EncryptionKeyError, StorageError.
+        """
         self.repo = repo
         self.info = info
         self.key = repo.key(info.backup_id, info.data.name)
         self.name = f"{info.data.name} of backup {info.backup_id}"
         self.codec = Codec(info.compression.algorithm, info.compression.level)
-        self.block_size = info.compression.block_size
+        self.block_size = trailer.block_size or info.compression.block_size
         self.tar_size = trailer.tar_size
         self.sizes = trailer.blocks
         self.offsets = [0, *itertools.accumulate(self.sizes)]
         self.workers = workers
         self.damaged_blocks: list[tuple[int, str]] = []
+        self.notes: list[str] = []  # damage of the object as a whole
         self._segments: SegmentReader | None = None
+        head = repo.storage.head(self.key)
+        if head is None:
+            raise ObjectNotFoundError(f"{self.name} is missing")
+        self.object_size = head.size
+        expected = self.offsets[-1]
         if info.encrypted:
             if master is None:
                 raise EncryptionKeyError(
                     f"backup {info.backup_id} is encrypted: set BACKUP_ENCRYPTION_KEY "
                     "to the key it was made with"
                 )
-            head = repo.storage.head(self.key)
-            if head is None:
-                raise ObjectNotFoundError(f"{self.name} is missing")
             header = b"".join(repo.storage.get(self.key, 0, HEADER_SIZE))
-            self._segments = SegmentReader(master, header, head.size, self.name)
-            compressed = self._segments.plain_size
-        else:
-            head = repo.storage.head(self.key)
-            if head is None:
-                raise ObjectNotFoundError(f"{self.name} is missing")
-            compressed = head.size
-        self.object_size = head.size
-        if compressed != self.offsets[-1]:
-            raise IntegrityError(
-                f"{self.name} has {compressed} bytes of archive data but its manifest "
-                f"expects {self.offsets[-1]}: the object is truncated or damaged"
+            try:
+                self._segments = SegmentReader(master, header, expected, self.name)
+            except WrongKeyError:
+                # The same key opened this backup's manifest: the header is what is wrong.
+                raise IntegrityError(
+                    f"{self.name}: its encryption header is damaged (the key opens the "
+                    "manifest but not this object)"
+                ) from None
+            expected = self._segments.object_size
+        if head.size < expected:
+            self.notes.append(
+                f"{self.name} is truncated: it has {head.size} bytes, its manifest expects "
+                f"{expected}"
+            )
+        elif head.size > expected:
+            self.notes.append(
+                f"{self.name} has {head.size - expected} unexpected bytes after its end"
             )
 
     def pieces(self, entries: Iterable[Entry], *, whole: bool = False) -> Iterator[Piece]:
@@ -117,15 +132,19 @@ class ArchiveReader:
                 queue.take()
                 yield Piece(entry, b"")
                 continue
-            self._check_bounds(entry)
+            if not self._in_bounds(entry):
+                yield self._beyond(queue.take())
+                continue
             assert entry.offset is not None
             yield from self._read_from(entry.offset // self.block_size, queue, whole=False)
 
-    def _check_bounds(self, entry: Entry) -> None:
+    def _in_bounds(self, entry: Entry) -> bool:
         assert entry.offset is not None
-        last = (entry.offset + entry.size - 1) // self.block_size
-        if last >= len(self.sizes) or entry.offset + entry.size > self.tar_size:
-            raise IntegrityError(f"{entry.path}: its data lies beyond the end of {self.name}")
+        return entry.offset + entry.size <= self.tar_size
+
+    def _beyond(self, entry: Entry) -> Piece:
+        message = f"its data lies beyond the end of {self.name}"
+        return Piece(entry, b"", message, entry.size)
 
     def _read_from(self, first: int, queue: _Lookahead, whole: bool) -> Iterator[Piece]:
         """Read blocks from ``first`` on, handing out the queue's entries as their blocks
@@ -160,7 +179,9 @@ class ArchiveReader:
                         offset = nxt.offset or 0
                         if offset >= end or offset < start:
                             break
-                        self._check_bounds(nxt)
+                        if not self._in_bounds(nxt):
+                            yield self._beyond(queue.take())
+                            continue
                         active.append(queue.take())
                     yield from _cut(plain, start, end, active)
                     active = [e for e in active if (e.offset or 0) + e.size > end]
@@ -210,8 +231,12 @@ class ArchiveReader:
             raise IntegrityError(f"{self.name} ended early (block {index} is missing)")
 
     def _fetch(self, start: int, end: int) -> Iterator[bytes]:
-        """Yield bytes [start, end) of the data object; near its ends, ask for the whole
-        object instead of a range (S3-compatible stores serve plain GETs faster)."""
+        """Yield bytes [start, end) of the data object (fewer if it is shorter); near its
+        ends, ask for the whole object instead of a range (S3-compatible stores serve plain
+        GETs faster)."""
+        end = min(end, self.object_size)
+        if start >= end:
+            return
         skip = start if start <= _WIDEN else 0
         first = 0 if skip else start
         last = None if end >= self.object_size else end
@@ -225,6 +250,16 @@ class ArchiveReader:
             yield chunk
 
     def _compressed_range(self, lo: int, hi: int) -> Iterator[bytes | Damage]:
+        """Yield bytes [lo, hi) of the compressed archive, with Damage standing in for what
+        fails authentication or lies past the end of a truncated object."""
+        delivered = 0
+        for chunk in self._plain_range(lo, hi):
+            delivered += chunk.length if isinstance(chunk, Damage) else len(chunk)
+            yield chunk
+        if delivered < hi - lo:
+            yield Damage(hi - lo - delivered, f"{self.name} is truncated (ends early)")
+
+    def _plain_range(self, lo: int, hi: int) -> Iterator[bytes | Damage]:
         if self._segments is None:
             yield from self._fetch(lo, hi)
             return
@@ -249,8 +284,6 @@ class ArchiveReader:
                     yield plain[want[0] - base : want[1] - base]
                 del buf[:n]
                 index += 1
-        if index <= last:
-            raise IntegrityError(f"{self.name} ended early (segment {index} is missing)")
 
 
 class _Lookahead:

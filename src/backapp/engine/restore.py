@@ -1,38 +1,38 @@
 """Restore a backup (all of it, or chosen paths) into a target folder.
 
-Restore is driven by the manifest: it says what each entry is and where its
-bytes live (which backup, which offset of that backup's tar stream), so the
-archive's own headers are never trusted to name a path. Every path is checked
-before anything is written: no absolute paths, no ``..``, nothing written
-through a symlink. Symlinks and hard links are made last, directory modes and
-mtimes after their contents, and every file's SHA-256 is checked as it is
-written.
+Restore is driven by the manifest, read once through a Snapshot (every entry
+checked; what fails is refused with a message and the rest restored), so the
+archive's own headers are never trusted to name a path. Everything is written
+through descriptors of the target opened without following links
+(engine/target.py): nothing is ever written outside the target or through a
+symlink, whether the backup made it or it was already there. Files are written
+unnamed, checked against their SHA-256 and given their metadata, and only then
+linked under their name; symlinks and hard links come after the files, folder
+metadata last (deepest first).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import logging
 import os
 import stat
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import pathspec
-
 from backapp.engine.crypto import MasterKey
-from backapp.engine.layout import BackupInfo, Repository
-from backapp.engine.manifest import Entry, ManifestReader, Trailer
-from backapp.engine.parent import open_manifest, spool_manifest
+from backapp.engine.fsmeta import SparseWriter, apply_xattrs
+from backapp.engine.layout import Repository
+from backapp.engine.manifest import Entry
 from backapp.engine.progress import CancelToken, Progress, ProgressCallback, Throttle
-from backapp.engine.reader import ArchiveReader
-from backapp.engine.restore_plan import RestorePlan, check_entry_path
-from backapp.errors import RestoreError, TargetNotEmptyError
+from backapp.engine.restore_plan import RestorePlan, Selection
+from backapp.engine.snapshot import Snapshot
+from backapp.engine.target import NewFile, TargetDir
+from backapp.errors import BackappError, RestoreError, TargetNotEmptyError
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class RestoreResult:
     bytes: int = 0
     skipped_existing: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
     duration_seconds: float = 0.0
 
     @property
@@ -70,14 +71,9 @@ class RestoreResult:
             "bytesRestored": self.bytes,
             "skippedExisting": self.skipped_existing,
             "errors": [{"path": p, "message": m} for p, m in self.errors],
+            "warnings": [{"path": p, "message": m} for p, m in self.warnings],
             "durationSeconds": round(self.duration_seconds, 3),
         }
-
-
-def _selector(include: list[str] | None) -> pathspec.PathSpec[Any] | None:
-    if not include:
-        return None
-    return pathspec.GitIgnoreSpec.from_lines(include)
 
 
 def run_restore(
@@ -94,51 +90,44 @@ def run_restore(
 ) -> RestoreResult:
     """Given a repository, a backup ('latest' or an id) and a target folder, restore into it.
 
-    With ``existing="refuse"`` a non-empty target is refused; the other policies
-    decide what happens to files already there. Return the result (its ``errors``
-    name any file that could not be restored exactly). Raise BackupNotFoundError,
-    RestoreError, IntegrityError, StorageError, CancelledError.
+    With ``existing="refuse"`` a non-empty target is refused; the other policies decide
+    what happens to files already there. The target ``/`` restores to the original
+    locations. Return the result: its ``errors`` name every entry that could not be
+    restored exactly (refused, damaged, not writable), its ``warnings`` what was restored
+    with less than everything (attributes the filesystem refused, files that changed
+    while backed up). Raise BackupNotFoundError, RestoreError, IntegrityError,
+    StorageError, CancelledError.
     """
     started = time.monotonic()
     cancel = cancel or CancelToken()
     backup_id = repo.resolve(backup)
-    info = repo.load(backup_id)
     target = target.absolute()
-    _prepare_target(target, existing)
-    select = _selector(include)
+    select = Selection(include) if include else None
     if restore_owner is None:
         restore_owner = os.geteuid() == 0
-
-    # Pass 1: read the manifest (downloaded once, kept locally), check every path, plan.
-    name = f"manifest of backup {backup_id}"
-    plan = RestorePlan(select)
-    with spool_manifest(repo, info, master) as spool:
-
-        def manifest() -> Iterator[Entry]:
-            spool.seek(0)
-            return iter(ManifestReader(spool, name))
-
-        reader = ManifestReader(spool, name)
-        for entry in reader:
-            check_entry_path(entry.path)
-            if entry.type == "hardlink" and entry.target is not None:
-                check_entry_path(entry.target)
+    with Snapshot(repo, backup_id, master) as snap:
+        # Pass 1 over the local manifest: check every entry, plan.
+        plan = RestorePlan(select)
+        for entry in snap.entries():
             plan.add(entry)
-        own_trailer = reader.read_trailer()
-        if plan.missing_link_targets():
-            # Hard links whose first path was not selected: restore them from its data.
-            for entry in manifest():
-                plan.resolve_link_target(entry)
+        targets = snap.link_targets()
         if select is not None and not plan.anything():
-            raise RestoreError(f"nothing in backup {backup_id} matches {', '.join(include or [])}")
-        job = _RestoreJob(repo, info, target, master, existing, restore_owner, progress, cancel)
-        job.trailers[backup_id] = own_trailer
-        job.progress.files_total = plan.file_count
-        job.progress.bytes_total = plan.byte_count
-        job.progress.counting = False
+            wanted = ", ".join(select.patterns)
+            raise RestoreError(f"nothing in backup {backup_id} matches {wanted}")
+        _prepare_target(target, existing)
+        in_place = target == Path("/")
+        root = TargetDir(str(target), _followed(snap.info.sources) if in_place else frozenset())
+        job = _RestoreJob(snap, root, existing, restore_owner, progress, cancel)
         try:
-            job.run(plan, manifest)
+            kept = job.kept_targets(plan.link_targets) if existing == "skip" else None
+            plan.settle_links(targets, snap.bad_links(targets), kept)
+            job.result.errors.extend(snap.problems)  # refused entries: never restored
+            job.progress.files_total = plan.file_count
+            job.progress.bytes_total = plan.byte_count
+            job.progress.counting = False
+            job.run(plan)
         finally:
+            root.close()
             job.result.duration_seconds = time.monotonic() - started
     logger.info(
         "restore of %s into %s: %d files, %d bytes, %d errors",
@@ -149,6 +138,16 @@ def run_restore(
         len(job.result.errors),
     )
     return job.result
+
+
+def _followed(sources: list[str]) -> frozenset[str]:
+    """Given a backup's source folders, return the paths a restore to the original location
+    may follow when they are symlinks: the sources and the folders above them."""
+    paths: set[str] = set()
+    for source in sources:
+        parts = source.strip("/").split("/")
+        paths.update("/".join(parts[:i]) for i in range(1, len(parts) + 1) if parts[0])
+    return frozenset(paths)
 
 
 def _prepare_target(target: Path, existing: ExistingPolicy) -> None:
@@ -169,109 +168,105 @@ def _prepare_target(target: Path, existing: ExistingPolicy) -> None:
             raise RestoreError(f"cannot create restore target {target}: {exc.strerror}") from exc
 
 
+@dataclass(frozen=True)
+class _Made:
+    """An entry this restore made that hard links may link to: where, and its inode."""
+
+    rel: str
+    identity: tuple[int, int]
+
+
 class _RestoreJob:
     def __init__(
         self,
-        repo: Repository,
-        info: BackupInfo,
-        target: Path,
-        master: MasterKey | None,
+        snap: Snapshot,
+        root: TargetDir,
         existing: ExistingPolicy,
         restore_owner: bool,
         progress: ProgressCallback | None,
         cancel: CancelToken,
     ) -> None:
-        self.repo = repo
-        self.info = info
-        self.root = str(target)
-        self.master = master
+        self.snap = snap
+        self.root = root
         self.existing = existing
+        self.replace = existing == "overwrite"
         self.owner = restore_owner
         self.cancel = cancel
         self.progress = Progress(phase="restoring")
         self.report = Throttle(progress)
-        self.result = RestoreResult(backup_id=info.backup_id, target=self.root)
-        self.trailers: dict[str, Trailer] = {}  # block tables of manifests already read
-        self._safe_dirs: set[str] = {""}
-        self._symlinks: set[str] = set()
+        self.result = RestoreResult(backup_id=snap.backup_id, target=root.root)
+        self._made: dict[str, _Made] = {}  # link targets restored, by their backup path
+        self._link_targets: set[str] = set()
+        self._dir_meta: list[Entry] = []
+        self._xattr_failures = 0
 
-    def run(self, plan: RestorePlan, manifest: Callable[[], Iterator[Entry]]) -> None:
-        self._symlinks = plan.symlink_paths
+    def kept_targets(self, link_targets: set[str]) -> set[str]:
+        """Given the paths hard links link to, return those already in the target (which
+        the skip policy keeps: the links must not link to a local file)."""
+        kept = set()
+        for path in link_targets:
+            with contextlib.suppress(RestoreError, OSError):
+                if self.root.lstat(path) is not None:
+                    kept.add(path)
+        return kept
+
+    def run(self, plan: RestorePlan) -> None:
+        self._link_targets = plan.link_targets
         for entry in plan.dirs:
             self.cancel.raise_if_cancelled()
             self._make_dir(entry)
         # One pass over the manifest per backup holding data, each in that archive's order.
         for source in sorted(plan.sources, key=lambda s: s or ""):
-            entries = plan.files_from(manifest() if plan.kept is None else iter(()), source)
+            entries = plan.files_from(self.snap.entries() if plan.kept is None else (), source)
             self._restore_files(source, entries)
         for entry in plan.links:
             self.cancel.raise_if_cancelled()
             self._make_link(entry)
-        # Directory metadata last, deepest first, so writing children does not disturb it.
-        for entry in sorted(plan.dirs, key=lambda e: e.path.count("/"), reverse=True):
-            self._apply_meta(entry, self._dest(entry.path), is_dir=True)
+        # Folder metadata last, deepest first, so writing children does not disturb it.
+        for entry in sorted(self._dir_meta, key=lambda e: e.path.count("/"), reverse=True):
+            self._apply_dir_meta(entry)
+        if self._xattr_failures:
+            self.result.warnings.append(
+                ("", f"{self._xattr_failures} extended attribute(s) could not be set")
+            )
         self.progress.phase = "completed"
         self.report(self.progress, force=True)
 
-    # -- paths ---------------------------------------------------------------
-
-    def _dest(self, path: str) -> str:
-        return f"{self.root}/{path}"
-
-    def _ensure_parent(self, path: str) -> None:
-        """Create the parents of path, refusing to pass through a symlink or a file."""
-        parent = path.rpartition("/")[0]
-        if parent in self._safe_dirs:
-            return
-        parts = parent.split("/")
-        for i in range(1, len(parts) + 1):
-            sub = "/".join(parts[:i])
-            if sub in self._safe_dirs:
-                continue
-            if sub in self._symlinks:
-                raise RestoreError(f"refusing {path!r}: it lies beneath the symlink {sub!r}")
-            full = self._dest(sub)
-            try:
-                st = os.lstat(full)
-            except FileNotFoundError:
-                os.mkdir(full, 0o700)
-            else:
-                if stat.S_ISLNK(st.st_mode):
-                    raise RestoreError(
-                        f"refusing {path!r}: {full} is a symlink and restore never writes "
-                        "through links"
-                    )
-                if not stat.S_ISDIR(st.st_mode):
-                    raise RestoreError(f"refusing {path!r}: {full} exists and is not a folder")
-            self._safe_dirs.add(sub)
+    # -- folders ---------------------------------------------------------------
 
     def _make_dir(self, entry: Entry) -> None:
         try:
-            self._ensure_parent(entry.path)
-            full = self._dest(entry.path)
-            try:
-                os.mkdir(full, 0o700)
-            except FileExistsError:
-                st = os.lstat(full)
-                if not stat.S_ISDIR(st.st_mode):
-                    raise RestoreError(
-                        f"refusing {entry.path!r}: {full} exists and is not a folder"
-                    ) from None
-            self._safe_dirs.add(entry.path)
-            self.result.dirs += 1
+            made = self.root.make_dir(entry.path, replace_link=self.replace)
         except (RestoreError, OSError) as exc:
             self._error(entry.path, exc)
+            return
+        self.result.dirs += 1
+        if made or self.replace:
+            self._dir_meta.append(entry)
+
+    def _apply_dir_meta(self, entry: Entry) -> None:
+        try:
+            fd = self.root.open_dir(entry.path)
+        except (RestoreError, OSError) as exc:
+            self._error(entry.path, exc)
+            return
+        try:
+            self._apply_meta(fd, entry)
+        except OSError as exc:
+            self._error(entry.path, exc)
+        finally:
+            os.close(fd)
 
     # -- files ---------------------------------------------------------------
 
     def _restore_files(self, backup_id: str | None, entries: Iterable[Entry]) -> None:
-        source = self.info
-        if backup_id is not None and backup_id != self.info.backup_id:
-            source = self.repo.load(backup_id)
-        trailer = self.trailers.get(source.backup_id)
-        if trailer is None:
-            trailer = open_manifest(self.repo, source, self.master).read_trailer()
-        archive = ArchiveReader(self.repo, source, trailer, self.master)
+        try:
+            archive = self.snap.archive(backup_id)
+        except BackappError as exc:
+            where = backup_id or self.snap.backup_id
+            for entry in entries:
+                self._error(entry.path, RestoreError(f"its data in backup {where}: {exc}"))
+            return
         # Usually one file is open at a time; entries sharing data (same offset) overlap.
         open_files: dict[int, _OpenFile] = {}
         try:
@@ -282,7 +277,7 @@ class _RestoreJob:
                     handle = open_files[id(piece.entry)] = self._open_file(piece.entry)
                 if piece.error is not None:
                     handle.damaged = handle.damaged or piece.error
-                    handle.written += piece.lost  # no bytes, but this much of the file
+                    handle.skip(piece.lost)  # no bytes, but this much of the file
                 else:
                     handle.write(piece.data)
                     self.progress.bytes_done += len(piece.data)
@@ -292,35 +287,27 @@ class _RestoreJob:
                     self._finish_file(handle)
         finally:
             for handle in open_files.values():  # interrupted mid-file: no partial files left
-                handle.close()
-                if handle.dest is not None:
-                    with contextlib.suppress(OSError):
-                        os.unlink(handle.dest)
+                handle.discard(self.root)
 
     def _open_file(self, entry: Entry) -> _OpenFile:
         self.progress.current = entry.path
         try:
-            self._ensure_parent(entry.path)
-            dest = self._existing(entry.path)
-            if dest is None:
+            rel = self._destination(entry.path)
+            if rel is None:
                 self.result.skipped_existing += 1
-                return _OpenFile(entry, None, None)
-            # Created with its final permission bits when it can be (usually no chmod
-            # later); owner read and write are needed to write it.
-            fd = os.open(
-                dest,
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                (entry.mode & 0o777) | 0o600,
-            )
-            return _OpenFile(entry, fd, dest)
+                return _OpenFile(entry, None, "")
+            # Owner read and write are needed to write it; the final mode comes after.
+            return _OpenFile(entry, self.root.new_file(rel, (entry.mode & 0o777) | 0o600), rel)
         except (RestoreError, OSError) as exc:
             self._error(entry.path, exc)
-            return _OpenFile(entry, None, None)
+            return _OpenFile(entry, None, "")
 
     def _finish_file(self, handle: _OpenFile) -> None:
-        """Check a completely written file; keep it with its metadata, or remove it."""
+        """Check a completely written file; name it with its metadata, or drop it."""
         entry = handle.entry
         self.progress.files_done += 1
+        if handle.new is None:
+            return
         problem: BaseException | None = handle.failure
         if problem is None and handle.damaged is not None:
             problem = RestoreError(f"not restored: {handle.damaged}")
@@ -330,27 +317,51 @@ class _RestoreJob:
             problem = RestoreError(
                 "restored content does not match the backup's SHA-256 (damaged data)"
             )
-        if problem is None and handle.fd is not None:
+        if problem is None:
             try:
-                self._apply_file_meta(handle.fd, entry)
-            except OSError as exc:
+                handle.finish()
+                self._apply_meta(handle.new.fd, entry)
+                self.root.place(handle.new, handle.rel, replace=self.replace)
+                if entry.path in self._link_targets:
+                    st = os.fstat(handle.new.fd)
+                    self._made[entry.path] = _Made(handle.rel, (st.st_dev, st.st_ino))
+            except (RestoreError, OSError) as exc:
                 problem = exc
-        handle.close()
-        if handle.dest is None:
-            return
         if problem is not None:
             self._error(entry.path, problem)
-            with contextlib.suppress(OSError):
-                os.unlink(handle.dest)  # never leave a file that is not what was backed up
+            handle.discard(self.root)  # never leave a file that is not what was backed up
             return
+        self.root.close_file(handle.new)
+        handle.new = None
         self.result.files += 1
         self.result.bytes += handle.written
+        if entry.partial:
+            self.result.warnings.append(
+                (entry.path, "it changed while it was backed up: restored as it was read")
+            )
 
-    def _apply_file_meta(self, fd: int, entry: Entry) -> None:
-        """Given a restored file still open, give it its owner, mode and mtime.
+    def _destination(self, path: str) -> str | None:
+        """Given an entry path, clear the way for it per the policy; return where to write
+        it (None: keep what is there). Raise RestoreError."""
+        st = self.root.lstat(path)
+        if st is None:
+            return path
+        where = self.root.where(path)
+        if self.existing == "refuse":
+            raise RestoreError(f"{where} already exists")
+        if self.existing == "skip":
+            return None
+        if self.existing == "keep-both":
+            return self.root.unique_name(path, f".restored-{self.snap.backup_id}")
+        if stat.S_ISDIR(st.st_mode):
+            raise RestoreError(f"{where} is a folder in the target; not replaced by a file")
+        return path
+
+    def _apply_meta(self, fd: int, entry: Entry) -> None:
+        """Given an open file or folder, give it its owner, mode, attributes and mtime.
 
         Works on the descriptor (no path look-ups) and skips what already matches: on a
-        tree of small files these calls are much of a restore's time.
+        tree of small files these calls are much of a restore's time. Raise OSError.
         """
         st = os.fstat(fd)
         chowned = False
@@ -359,70 +370,55 @@ class _RestoreJob:
             chowned = True  # which clears setuid/setgid bits: set the mode after it
         if chowned or stat.S_IMODE(st.st_mode) != entry.mode:
             os.fchmod(fd, entry.mode)
+        if entry.xattrs:
+            self._set_xattrs(fd, entry)
         os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
 
-    def _existing(self, path: str) -> str | None:
-        """Given an entry path, clear the way for it per the policy; return where to write."""
-        dest = self._dest(path)
-        try:
-            st = os.lstat(dest)
-        except FileNotFoundError:
-            return dest
-        if self.existing == "refuse":
-            raise RestoreError(f"{dest} already exists (listed twice in the backup?)")
-        if self.existing == "skip":
-            return None
-        if self.existing == "keep-both":
-            n = 0
-            while True:
-                suffix = f".restored-{self.info.backup_id}" + (f"-{n}" if n else "")
-                candidate = dest + suffix
-                if not os.path.lexists(candidate):
-                    return candidate
-                n += 1
-        if stat.S_ISDIR(st.st_mode):
-            raise RestoreError(f"{dest} is a folder in the target; not replaced by a file")
-        os.unlink(dest)  # a file or a link: the link itself goes, never its target
-        return dest
+    def _set_xattrs(self, target: int | str, entry: Entry, *, follow: bool = True) -> None:
+        assert entry.xattrs is not None
+        failed = apply_xattrs(target, entry.xattrs, follow=follow)
+        if failed:
+            self._xattr_failures += len(failed)
+            self.result.warnings.append(
+                (entry.path, "extended attributes not set: " + "; ".join(failed))
+            )
 
-    # -- links and metadata ----------------------------------------------------
+    # -- links ---------------------------------------------------------------
 
     def _make_link(self, entry: Entry) -> None:
         assert entry.target is not None
+        self.progress.current = entry.path
         try:
-            self._ensure_parent(entry.path)
-            dest = self._existing(entry.path)
-            if dest is None:
+            rel = self._destination(entry.path)
+            if rel is None:
                 self.result.skipped_existing += 1
-                return
-            if entry.type == "symlink":
-                os.symlink(entry.target, dest)
-                self._apply_meta(entry, dest, is_link=True)
+            elif entry.type == "symlink":
+                self.root.symlink(rel, entry.target, replace=self.replace)
+                self._symlink_meta(rel, entry)
                 self.result.symlinks += 1
             else:
-                check_entry_path(entry.target)
-                source = self._dest(entry.target)
-                if not os.path.isfile(source) or os.path.islink(source):
+                made = self._made.get(entry.target)
+                if made is None:
                     raise RestoreError(f"hard link target {entry.target!r} was not restored")
-                os.link(source, dest, follow_symlinks=False)
+                self.root.hardlink(rel, made.rel, made.identity, replace=self.replace)
                 self.result.hardlinks += 1
+                if entry.path in self._link_targets:
+                    self._made[entry.path] = _Made(rel, made.identity)
         except (RestoreError, OSError) as exc:
             self._error(entry.path, exc)
         self.progress.files_done += 1
 
-    def _apply_meta(
-        self, entry: Entry, dest: str, *, is_dir: bool = False, is_link: bool = False
-    ) -> None:
-        try:
-            if self.owner:
-                os.lchown(dest, entry.uid, entry.gid)
-            if not is_link:
-                os.chmod(dest, entry.mode)
-            os.utime(dest, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=not is_link)
-        except OSError as exc:
-            if is_dir and exc.errno == errno.ENOENT:
-                return  # the directory could not be made: already reported
-            self._error(entry.path, exc)
+    def _symlink_meta(self, rel: str, entry: Entry) -> None:
+        parent_fd, name = self.root.parent(rel, create=False)
+        if self.owner:
+            os.chown(name, entry.uid, entry.gid, dir_fd=parent_fd, follow_symlinks=False)
+        if entry.xattrs:
+            # Through the folder's descriptor: /proc/self/fd/N is that very folder.
+            self._set_xattrs(f"/proc/self/fd/{parent_fd}/{name}", entry, follow=False)
+        os.utime(name, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=parent_fd, follow_symlinks=False)
+        if entry.path in self._link_targets:
+            st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+            self._made[entry.path] = _Made(rel, (st.st_dev, st.st_ino))
 
     def _error(self, path: str, exc: BaseException) -> None:
         message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -431,30 +427,43 @@ class _RestoreJob:
 
 
 class _OpenFile:
-    def __init__(self, entry: Entry, fd: int | None, dest: str | None) -> None:
+    """A file being restored: its bytes hashed as they come, written unless it is skipped."""
+
+    def __init__(self, entry: Entry, new: NewFile | None, rel: str) -> None:
         self.entry = entry
-        self.fd = fd
-        self.dest = dest
+        self.new = new
+        self.rel = rel
         self.written = 0
         self.digest = hashlib.sha256()
         self.failure: OSError | None = None
         self.damaged: str | None = None
+        self._sparse = SparseWriter(new.fd) if new is not None and entry.sparse else None
 
     def write(self, data: bytes | memoryview) -> None:
         self.digest.update(data)
         self.written += len(data)
-        if self.fd is None or self.damaged is not None:
+        if self.new is None or self.damaged is not None or self.failure is not None:
             return
-        view = memoryview(data)
         try:
+            if self._sparse is not None:
+                self._sparse.write(data)
+                return
+            view = memoryview(data)
             while view:
-                n = os.write(self.fd, view)
+                n = os.write(self.new.fd, view)
                 view = view[n:]
         except OSError as exc:  # e.g. disk full: this file fails, the restore goes on
             self.failure = exc
-            self.close()
 
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+    def skip(self, count: int) -> None:
+        self.written += count
+
+    def finish(self) -> None:
+        """Settle the file's length (a sparse file may end in a hole). Raise OSError."""
+        if self._sparse is not None:
+            self._sparse.finish()
+
+    def discard(self, root: TargetDir) -> None:
+        if self.new is not None:
+            root.discard(self.new)
+            self.new = None

@@ -1,24 +1,32 @@
-"""What a restore will do: every manifest path checked, the selected entries grouped."""
+"""What a restore (or a verification) will do with a backup's entries: the selected
+folders and links in full, the selected files counted, hard links settled.
+
+The plan is built from a Snapshot's entries, which are already checked; the same
+plan drives restore (which writes) and verify (which only reads), so both judge
+a backup alike.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from typing import Any
+from dataclasses import replace
 
-import pathspec
-
+from backapp.domain.gitignore import GitIgnore
 from backapp.engine.manifest import Entry
-from backapp.errors import RestoreError
 
 
-def check_entry_path(path: str) -> None:
-    """Given a manifest path, raise RestoreError unless it is a safe relative path."""
-    if not path or path.startswith("/") or "\x00" in path:
-        raise RestoreError(f"refusing unsafe path in backup: {path!r} (absolute or empty)")
-    for part in path.split("/"):
-        if part in ("", ".", ".."):
-            raise RestoreError(f"refusing unsafe path in backup: {path!r} (contains {part!r})")
+class Selection:
+    """Which paths a partial restore takes: gitignore patterns, matched as git matches
+    them (a matched folder takes everything below it)."""
+
+    def __init__(self, patterns: list[str]) -> None:
+        self.patterns = patterns
+        self._spec = GitIgnore(patterns)
+
+    def selects(self, entry: Entry) -> bool:
+        """Given an entry, return whether the patterns take it."""
+        return self._spec.matches(entry.path, entry.type == "dir")
 
 
 class RestorePlan:
@@ -27,38 +35,43 @@ class RestorePlan:
     Up to ``KEEP_FILES`` selected file entries are kept (reading the manifest again costs
     about as much as the files' metadata); beyond that they are dropped and read again from
     the local manifest, one source backup at a time, so a tree of millions of files never
-    sits in memory. Hard links whose first path was not selected become extra files.
+    sits in memory. In a partial restore, the folders above what is selected come along
+    (with their own metadata), and hard links whose first path was not selected become
+    files of their own.
     """
 
     KEEP_FILES = 100_000
 
-    def __init__(self, select: pathspec.PathSpec[Any] | None) -> None:
+    def __init__(self, select: Selection | None) -> None:
         self.select = select
         self.dirs: list[Entry] = []
         self.links: list[Entry] = []
-        self.symlink_paths: set[str] = set()
         self.sources: set[str | None] = set()  # backups holding selected data (None: own)
         self.extra_files: dict[str | None, list[Entry]] = defaultdict(list)
         self.file_count = 0
         self.byte_count = 0
         self.kept: list[Entry] | None = []
-        # Only for a partial restore: which files were chosen, to settle hard links.
-        self._selected_files: set[str] = set()
-        self._wanted_targets: dict[str, list[Entry]] = defaultdict(list)
+        self.link_targets: set[str] = set()  # paths that selected hard links link to
+        self._selected_files: set[str] = set()  # only in a partial restore
+        self._ancestors: list[Entry] = []  # folders above the current entry, not selected
+        self._wanted: dict[str, list[Entry]] = defaultdict(list)
 
     def selects(self, entry: Entry) -> bool:
         """Given an entry, return whether the restore includes it."""
-        if self.select is None:
-            return True
-        probe = entry.path + "/" if entry.type == "dir" else entry.path
-        return bool(self.select.match_file(probe))
+        return self.select is None or self.select.selects(entry)
 
     def add(self, entry: Entry) -> None:
-        """Given the next manifest entry (already path-checked), account for it."""
-        if entry.type == "symlink":
-            self.symlink_paths.add(entry.path)
+        """Given the next (checked) manifest entry, in manifest order, account for it."""
+        if self.select is not None:
+            while self._ancestors and not entry.path.startswith(self._ancestors[-1].path + "/"):
+                self._ancestors.pop()
         if not self.selects(entry):
+            if entry.type == "dir" and self.select is not None:
+                self._ancestors.append(entry)
             return
+        if self._ancestors:
+            self.dirs.extend(self._ancestors)  # they lead to it: restored with their metadata
+            self._ancestors.clear()
         if entry.type == "dir":
             self.dirs.append(entry)
         elif entry.type == "file":
@@ -76,33 +89,63 @@ class RestorePlan:
             self.file_count += 1
             if entry.type == "hardlink":
                 assert entry.target is not None
-                self._wanted_targets[entry.target].append(entry)
+                self._wanted[entry.target].append(entry)
+                self.link_targets.add(entry.target)
 
-    def missing_link_targets(self) -> bool:
-        """Return whether some selected hard link points to a file that was not selected."""
-        if self.select is None:
-            return False
-        return any(t not in self._selected_files for t in self._wanted_targets)
+    def settle_links(
+        self, targets: dict[str, Entry], bad: set[str], detach: set[str] | None = None
+    ) -> None:
+        """Given the entries hard links name, the links refused, and paths whose links must
+        not link to them (kept local files), settle every selected hard link: refused links
+        go; links to a file that is not restored become a file of their own (the first
+        link), the others linking to it."""
+        if bad:
+            self.links = [e for e in self.links if e.path not in bad]
+            for path in bad:
+                self._wanted.pop(path, None)
+        moved = False
+        for target, wanted in list(self._wanted.items()):
+            links = [e for e in wanted if e.path not in bad]
+            entry = targets.get(target)
+            if entry is None or not links:
+                continue
+            unselected = self.select is not None and target not in self._selected_files
+            if entry.type == "symlink":
+                unselected = self.select is not None and not self.selects(entry)
+            if not unselected and not (detach and target in detach):
+                continue
+            self._detach(entry, links)
+            moved = True
+        if moved:
+            # Links are made in order, symlinks first: a link's new target must exist first.
+            self.links.sort(key=lambda e: e.type == "hardlink")
 
-    def resolve_link_target(self, entry: Entry) -> None:
-        """Given a manifest entry, make it the data of hard links whose target was left out."""
-        if entry.type != "file" or entry.path in self._selected_files:
-            return
-        links = self._wanted_targets.get(entry.path)
-        if not links:
-            return
-        # The first selected link becomes a regular file; the others link to it.
+    def _detach(self, entry: Entry, links: list[Entry]) -> None:
         first, *rest = links
         self.links.remove(first)
-        as_file = Entry(**{**_fields(first), "type": "file", "target": None})
-        for name in ("size", "sha256", "backup", "offset"):
-            setattr(as_file, name, getattr(entry, name))
-        self.extra_files[entry.backup].append(as_file)
-        self.sources.add(entry.backup)
-        self._selected_files.add(first.path)
-        self.byte_count += entry.size
-        for link in rest:
-            link.target = first.path
+        self.link_targets.discard(entry.path)
+        if entry.type == "symlink":
+            self.links.append(replace(first, type="symlink", target=entry.target))
+        else:
+            as_file = replace(
+                first,
+                type="file",
+                target=None,
+                size=entry.size,
+                sha256=entry.sha256,
+                backup=entry.backup,
+                offset=entry.offset,
+                sparse=entry.sparse,
+                partial=entry.partial,
+                xattrs=entry.xattrs,
+            )
+            self.extra_files[entry.backup].append(as_file)
+            self.sources.add(entry.backup)
+            self.byte_count += entry.size
+        if rest:
+            self.link_targets.add(first.path)
+            for link in rest:
+                link.target = first.path
 
     def files_from(self, entries: Iterable[Entry], source: str | None) -> Iterator[Entry]:
         """Given the manifest's entries again (read only if too many were to be kept), yield
@@ -119,7 +162,3 @@ class RestorePlan:
     def anything(self) -> bool:
         """Return whether anything at all was selected."""
         return bool(self.dirs or self.sources or self.links)
-
-
-def _fields(entry: Entry) -> dict[str, Any]:
-    return {name: getattr(entry, name) for name in Entry.__slots__}

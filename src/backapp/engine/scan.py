@@ -138,30 +138,27 @@ def _scan_source(src: Source, skips: SkipLog) -> Iterator[ScanEntry]:
 
     # With include patterns, a directory is emitted only once something under it is
     # kept (or it matches itself), so `pending` holds the not-yet-emitted ancestors.
+    # Each open folder knows whether it is included (then all below it is, as in git).
     pending: list[ScanEntry] = []
-    stack: list[tuple[str, str, Iterator[os.DirEntry[str]], ScanEntry | None]] = []
+    stack: list[tuple[str, Iterator[os.DirEntry[str]], ScanEntry | None, bool]] = []
 
-    def open_dir(abspath: str, rel: str, entry: ScanEntry | None) -> None:
+    def open_dir(abspath: str, rel: str, entry: ScanEntry | None, included: bool) -> None:
         try:
             with os.scandir(abspath) as it:
                 children = sorted(it, key=lambda e: e.name)
         except OSError as exc:
             skips.skip(archive_path(root, rel) + "/", f"directory unreadable: {os_reason(exc)}")
             children = []
-        stack.append((abspath, rel, iter(children), entry))
+        stack.append((rel, iter(children), entry, included))
 
-    open_dir(root, "", None)
+    open_dir(root, "", None, filt.include is None)
     while stack:
-        _, rel, children, dir_entry = stack[-1]
+        rel, children, dir_entry, inside = stack[-1]
         child = next(children, None)
         if child is None:
             stack.pop()
             if dir_entry is not None and pending and pending[-1] is dir_entry:
-                if filt.included(rel, True):
-                    yield from pending  # its ancestors, then the directory itself
-                    pending.clear()
-                else:
-                    pending.pop()
+                pending.pop()  # nothing below it was kept
             continue
         child_rel = f"{rel}/{child.name}" if rel else child.name
         path = archive_path(root, child_rel)
@@ -175,17 +172,21 @@ def _scan_source(src: Source, skips: SkipLog) -> Iterator[ScanEntry]:
             if filt.excluded(child_rel, True):
                 continue
             entry = ScanEntry(path, child.path, "dir", st)
-            if filt.include is None:
+            included = filt.included(child_rel, True, inside_included=inside)
+            if included:
+                yield from pending  # its ancestors, then the folder itself
+                pending.clear()
                 yield entry
             else:
                 pending.append(entry)
-            open_dir(child.path, child_rel, entry)
+            open_dir(child.path, child_rel, entry, included)
+            continue
+        if filt.excluded(child_rel, False) or not filt.included(
+            child_rel, False, inside_included=inside
+        ):
             continue
         if fmt in _SPECIAL:
-            if not filt.excluded(child_rel, False) and filt.included(child_rel, False):
-                skips.skip(path, _SPECIAL[fmt])
-            continue
-        if filt.excluded(child_rel, False) or not filt.included(child_rel, False):
+            skips.skip(path, _SPECIAL[fmt])
             continue
         kind = "symlink" if fmt == stat.S_IFLNK else "file"
         # Emit the ancestors this entry needs, outermost first.

@@ -1,8 +1,11 @@
-"""Verify a backup: quick (every object there, right size, manifest readable) or full
-(every block downloaded, every segment authenticated, every file's SHA-256 recomputed).
+"""Verify a backup: quick (every entry checked as restore checks it, every object there at
+the size its manifest expects) or full (every block downloaded, every segment
+authenticated, every file's SHA-256 recomputed).
 
-The result names exactly what is damaged: the objects, and the files whose
-bytes are lost or wrong.
+Verify reads a backup exactly as restore does (the same Snapshot, the same plan),
+so a backup passes verification only if a restore of it would succeed, and every
+entry restore would refuse is reported. The result names exactly what is damaged:
+the objects, and the files whose bytes are lost or wrong.
 """
 
 from __future__ import annotations
@@ -14,23 +17,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backapp.engine.crypto import MasterKey
-from backapp.engine.layout import BackupInfo, Repository
-from backapp.engine.manifest import Entry, Trailer
-from backapp.engine.parent import open_manifest
+from backapp.engine.layout import Repository
+from backapp.engine.manifest import Entry
 from backapp.engine.progress import CancelToken, Progress, ProgressCallback, Throttle
 from backapp.engine.reader import ArchiveReader
+from backapp.engine.restore_plan import RestorePlan
+from backapp.engine.snapshot import Snapshot
 from backapp.errors import (
     BackappError,
-    BackupNotFoundError,
     EncryptionKeyError,
     IntegrityError,
     ObjectNotFoundError,
+    StorageError,
+    WrongKeyError,
 )
 
 
 @dataclass
 class VerifyResult:
-    """What a verification checked and what it found damaged."""
+    """What a verification checked, what it found damaged, and what it noticed."""
 
     backup_id: str
     full: bool
@@ -38,6 +43,7 @@ class VerifyResult:
     files: int = 0
     bytes: int = 0
     problems: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
     duration_seconds: float = 0.0
 
     @property
@@ -55,6 +61,7 @@ class VerifyResult:
             "filesChecked": self.files,
             "bytesChecked": self.bytes,
             "problems": [{"where": w, "message": m} for w, m in self.problems],
+            "warnings": [{"where": w, "message": m} for w, m in self.warnings],
             "durationSeconds": round(self.duration_seconds, 3),
         }
 
@@ -77,150 +84,141 @@ def run_verify(
     """Given a repository and a backup ('latest' or an id), verify it and return the result.
 
     Raise BackupNotFoundError (no such backup), EncryptionKeyError (encrypted, no key),
-    StorageError (the store is unreachable); damage is reported in the result.
+    WrongKeyError (a key that opens none of its objects), StorageError (the store is
+    unreachable); damage of any kind is reported in the result.
     """
     started = time.monotonic()
     cancel = cancel or CancelToken()
     backup_id = repo.resolve(backup)
     result = VerifyResult(backup_id, full)
-    report = Throttle(progress)
+    try:
+        _verify(repo, backup_id, master, result, Throttle(progress), cancel)
+    finally:
+        result.duration_seconds = time.monotonic() - started
+    return result
+
+
+def _verify(
+    repo: Repository,
+    backup_id: str,
+    master: MasterKey | None,
+    result: VerifyResult,
+    report: Throttle,
+    cancel: CancelToken,
+) -> None:
     state = Progress(phase="verifying", counting=False)
     try:
         info = repo.load(backup_id)
     except IntegrityError as exc:
         result.problems.append((repo.key(backup_id, "backup.json"), str(exc)))
-        return result
-    if info.encrypted and master is None:
-        raise EncryptionKeyError(
-            f"backup {backup_id} is encrypted: set BACKUP_ENCRYPTION_KEY to verify it"
-        )
-    chain = _load_chain(repo, info, result)
-    intact = {b.backup_id: _check_objects(repo, b, result) for b in chain.values()}
-    trailers = {
-        b.backup_id: _read_trailer(repo, b, master, result)
-        for b in chain.values()
-        if intact[b.backup_id] and b.backup_id != backup_id
-    }
-    read = _read_entries(repo, info, master, result)  # its own manifest: read once
-    if read is None:
-        result.duration_seconds = time.monotonic() - started
-        return result
-    entries, own_trailer = read
-    if intact[backup_id]:
-        trailers[backup_id] = own_trailer
-    by_source: dict[str, list[Entry]] = defaultdict(list)
-    for entry in entries:
-        if entry.type != "file":
-            continue
-        source = entry.backup or backup_id
-        if source not in chain:
-            result.problems.append(
-                (entry.path, f"its data is in backup {source}, which is missing")
-            )
-            continue
-        by_source[source].append(entry)
-        state.files_total += 1
-        state.bytes_total += entry.size
-    if full:
-        for source, files in by_source.items():
-            trailer = trailers.get(source)
-            if trailer is None:
-                for entry in files:
-                    result.problems.append(
-                        (entry.path, f"its data in backup {source} is unreadable")
-                    )
-                continue
+        return
+    try:
+        snap = Snapshot(repo, backup_id, master, info)
+    except (EncryptionKeyError, WrongKeyError):
+        raise
+    except (IntegrityError, ObjectNotFoundError) as exc:
+        message = "object is missing" if isinstance(exc, ObjectNotFoundError) else str(exc)
+        result.problems.append((repo.key(backup_id, info.manifest.name), message))
+        return
+    with snap:
+        plan = RestorePlan(None)  # the plan of a whole restore
+        try:
+            for entry in snap.entries():
+                plan.add(entry)
+            targets = snap.link_targets()
+        except IntegrityError as exc:
+            result.problems.append((snap.manifest_key, str(exc)))
+            return
+        plan.settle_links(targets, snap.bad_links(targets))
+        result.objects += 1
+        result.problems.extend(snap.problems)
+        result.warnings.extend(snap.warnings)
+        _check_marker_sizes(repo, snap, result)
+        state.files_total = plan.file_count
+        state.bytes_total = plan.byte_count
+        # The backup's own data object is checked even when no file's data is in it.
+        for source in sorted(plan.sources | {None}, key=lambda s: s or ""):
             cancel.raise_if_cancelled()
-            _verify_data(repo, chain[source], trailer, files, master, result, state, report, cancel)
-    else:
-        result.files = sum(len(f) for f in by_source.values())
-    result.duration_seconds = time.monotonic() - started
+            files = list(plan.files_from(snap.entries() if plan.kept is None else (), source))
+            _verify_source(snap, source, files, result, state, report, cancel)
     state.phase = "completed"
     report(state, force=True)
-    return result
 
 
-def _load_chain(repo: Repository, info: BackupInfo, result: VerifyResult) -> dict[str, BackupInfo]:
-    chain = {info.backup_id: info}
-    for required in info.requires:
-        try:
-            chain[required] = repo.load(required)
-        except (BackupNotFoundError, IntegrityError) as exc:
-            result.problems.append((repo.key(required, "backup.json"), str(exc)))
-    return chain
-
-
-def _check_objects(repo: Repository, info: BackupInfo, result: VerifyResult) -> bool:
-    """Check a backup's objects exist with their recorded sizes; return whether they do."""
-    intact = True
-    for obj in (info.data, info.manifest):
-        key = repo.key(info.backup_id, obj.name)
-        head = repo.storage.head(key)
-        result.objects += 1
-        if head is None:
-            result.problems.append((key, "object is missing"))
-            intact = False
-        elif head.size != obj.size:
-            result.problems.append(
-                (key, f"object has {head.size} bytes, backup.json records {obj.size} (truncated?)")
-            )
-            intact = False
-    return intact
-
-
-def _read_trailer(
-    repo: Repository, info: BackupInfo, master: MasterKey | None, result: VerifyResult
-) -> Trailer | None:
-    """Return a backup's block table from its manifest (None, with the problem, if unreadable)."""
-    try:
-        return open_manifest(repo, info, master).read_trailer()
-    except (IntegrityError, ObjectNotFoundError) as exc:
-        result.problems.append((repo.key(info.backup_id, info.manifest.name), str(exc)))
-        return None
-
-
-def _read_entries(
-    repo: Repository, info: BackupInfo, master: MasterKey | None, result: VerifyResult
-) -> tuple[list[Entry], Trailer | None] | None:
-    try:
-        reader = open_manifest(repo, info, master)
-        entries = list(reader)
-    except (IntegrityError, ObjectNotFoundError) as exc:
-        key = repo.key(info.backup_id, info.manifest.name)
-        if not any(w == key for w, _ in result.problems):
-            result.problems.append((key, str(exc)))
-        return None
-    trailer = reader.trailer
-    if trailer is not None and trailer.entries != len(entries):
-        result.problems.append(
+def _check_marker_sizes(repo: Repository, snap: Snapshot, result: VerifyResult) -> None:
+    """backup.json's sizes are not what restore goes by (the manifest and storage are):
+    a difference is noted, not counted as damage."""
+    head = repo.storage.head(snap.manifest_key)
+    if head is not None and head.size != snap.info.manifest.size:
+        result.warnings.append(
             (
-                repo.key(info.backup_id, info.manifest.name),
-                f"manifest lists {len(entries)} entries, its end record says {trailer.entries}",
+                repo.key(snap.backup_id, "backup.json"),
+                f"records {snap.info.manifest.size} bytes for the manifest, which has {head.size}",
             )
         )
-    return entries, trailer
+
+
+def _verify_source(
+    snap: Snapshot,
+    source: str | None,
+    files: list[Entry],
+    result: VerifyResult,
+    state: Progress,
+    report: Throttle,
+    cancel: CancelToken,
+) -> None:
+    where = source or snap.backup_id
+    archive: ArchiveReader | None = None
+    key = snap.repo.key(where, "backup.json")
+    try:
+        key = snap.repo.key(where, snap.source(source).data.name)
+        archive = snap.archive(source)
+    except (StorageError, EncryptionKeyError) as exc:
+        if not isinstance(exc, ObjectNotFoundError):
+            raise  # the store is unreachable, or no key: nothing is known about the backup
+        problem = "object is missing"
+    except BackappError as exc:
+        problem = str(exc)
+    result.objects += 1
+    if archive is None:
+        result.problems.append((key, problem))
+        for entry in files:
+            result.problems.append((entry.path, f"its data in backup {where} cannot be read"))
+        return
+    key = archive.key
+    if archive.info.data.size != archive.object_size:
+        result.warnings.append(
+            (
+                snap.repo.key(where, "backup.json"),
+                f"records {archive.info.data.size} bytes for {archive.info.data.name}, "
+                f"which has {archive.object_size}",
+            )
+        )
+    for note in archive.notes:
+        result.problems.append((key, note))
+    if not result.full:
+        _check_bounds(archive, files, result)
+        return
+    _verify_data(archive, files, result, state, report, cancel)
+
+
+def _check_bounds(archive: ArchiveReader, files: list[Entry], result: VerifyResult) -> None:
+    """Quick: every file's data lies within the archive (its bytes are not read)."""
+    for entry in files:
+        result.files += 1
+        if (entry.offset or 0) + entry.size > archive.tar_size:
+            result.problems.append((entry.path, f"its data lies beyond the end of {archive.name}"))
 
 
 def _verify_data(
-    repo: Repository,
-    info: BackupInfo,
-    trailer: Trailer,
+    archive: ArchiveReader,
     files: list[Entry],
-    master: MasterKey | None,
     result: VerifyResult,
     state: Progress,
     report: Throttle,
     cancel: CancelToken,
 ) -> None:
     """Read a backup's whole archive, authenticating it and checking each file's hash."""
-    key = repo.key(info.backup_id, info.data.name)
-    try:
-        archive = ArchiveReader(repo, info, trailer, master)
-    except BackappError as exc:
-        result.problems.append((key, str(exc)))
-        for entry in files:
-            result.problems.append((entry.path, "its data cannot be read (see the archive)"))
-        return
     digests: dict[int, Any] = {}
     damaged: dict[int, str] = {}
     seen: dict[int, int] = defaultdict(int)
@@ -246,7 +244,7 @@ def _verify_data(
         entry = by_id[ident]
         _settle(entry, digests.get(ident, hashlib.sha256()), damaged.get(ident), result)
     for index, message in archive.damaged_blocks:
-        result.problems.append((key, f"block {index}: {message}"))
+        result.problems.append((archive.key, f"block {index}: {message}"))
 
 
 def _settle(entry: Entry, digest: Any, damage: str | None, result: VerifyResult) -> None:

@@ -12,9 +12,9 @@ from typing import Any
 
 from backapp.db import Config, Run, Session, utcnow
 from backapp.domain.config import BackupConfig
-from backapp.engine.manifest import Entry, ManifestReader, Trailer
-from backapp.engine.parent import open_manifest, spool_manifest
+from backapp.engine.manifest import Entry
 from backapp.engine.reader import ArchiveReader
+from backapp.engine.snapshot import Snapshot
 from backapp.errors import ConfigError, IntegrityError, NotFoundError
 from backapp.services import runs as run_service
 from backapp.services.context import AppContext
@@ -118,8 +118,8 @@ def _entries(
 ) -> tuple[str, list[Entry]]:
     repo = ctx.repository(config, slug)
     resolved = repo.resolve(backup_id)
-    info = repo.load(resolved)
-    return resolved, list(open_manifest(repo, info, ctx.master_key(required=False)))
+    with Snapshot(repo, resolved, ctx.master_key(required=False)) as snap:
+        return resolved, list(snap.entries())
 
 
 def browse(
@@ -179,27 +179,15 @@ def open_file(
     """
     repo = ctx.repository(config, slug)
     resolved = repo.resolve(backup_id)
-    info = repo.load(resolved)
-    master = ctx.master_key(required=False)
-    name = f"manifest of backup {resolved}"
-    with spool_manifest(repo, info, master) as spool:  # downloaded once, read locally
-
-        def find(wanted: str | None) -> tuple[Entry | None, Trailer]:
-            spool.seek(0)
-            reader = ManifestReader(spool, name)
-            found = next((e for e in reader if e.path == wanted), None)
-            return found, reader.read_trailer()
-
-        entry, trailer = find(path.strip("/"))
+    wanted = path.strip("/")
+    with Snapshot(repo, resolved, ctx.master_key(required=False)) as snap:  # read locally
+        entry = next((e for e in snap.entries() if e.path == wanted), None)
         if entry is not None and entry.type == "hardlink":
-            entry, trailer = find(entry.target)  # a hard link: the data is its first path's
-    if entry is None or entry.type != "file":
-        raise NotFoundError(f"no file {path!r} in backup {resolved}")
-    source = info
-    if entry.backup and entry.backup != resolved:
-        source = repo.load(entry.backup)
-        trailer = open_manifest(repo, source, master).read_trailer()
-    reader = ArchiveReader(repo, source, trailer, master)
+            target = entry.target  # a hard link: the data is its first path's
+            entry = next((e for e in snap.entries() if e.path == target), None)
+        if entry is None or entry.type != "file":
+            raise NotFoundError(f"no file {path!r} in backup {resolved}")
+        reader = snap.archive(entry.backup)
     return entry, _checked(reader, entry)
 
 
