@@ -106,3 +106,31 @@ def test_gnu_tar_restores_long_names_links_and_nanosecond_mtimes(tmp_path: Path)
     assert file.stat().st_mtime_ns == 1_600_000_000_987_654_321
     assert os.readlink(out / long_dir / "link") == "l" * 130
     assert (out / long_dir / "hard").stat().st_ino == file.stat().st_ino
+
+
+def test_extended_attributes_are_read_back_by_gnu_tar_and_tarfile(tmp_path: Path) -> None:
+    if shutil.which("tar") is None:
+        pytest.fail("GNU tar is needed")
+    meta = {"mode": 0o644, "uid": os.getuid(), "gid": os.getgid(), "mtime_ns": 10**18}
+    attrs = {"user.origin": b"camera", "user.binary": bytes([0, 255, 10, 61, 32])}
+    out: list[bytearray] = []
+    sink = TarSink(BLOCK * 4, lambda block: out.append(bytearray(block)))
+    sink.write(tar_header("f.txt", "file", size=2, xattrs=attrs, **meta))
+    sink.write(b"hi")
+    sink.pad()
+    sink.finish()
+    raw = b"".join(out)
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:", errors="surrogateescape") as tar:
+        member = tar.getmembers()[0]
+        assert member.name == "f.txt" and member.size == 2
+        assert member.pax_headers["SCHILY.xattr.user.origin"] == "camera"
+    (tmp_path / "a.tar").write_bytes(raw)
+    dest = tmp_path / "out"
+    dest.mkdir()
+    subprocess.run(
+        ["tar", "--xattrs", "--xattrs-include=*", "-xf", str(tmp_path / "a.tar"), "-C", str(dest)],
+        check=True,
+    )
+    restored = dest / "f.txt"
+    assert restored.read_bytes() == b"hi"
+    assert {n: os.getxattr(restored, n) for n in os.listxattr(restored)} == attrs

@@ -9,6 +9,13 @@ import os
 import stat
 from typing import Any
 
+from backapp.engine.fsmeta import (
+    XattrReadError,
+    XattrUnsupportedError,
+    data_extents,
+    holes_of,
+    read_xattrs,
+)
 from backapp.engine.layout import BackupStats
 from backapp.engine.manifest import Entry
 from backapp.engine.parent import ParentCursor
@@ -18,6 +25,7 @@ from backapp.engine.tarstream import TarSink, tar_header
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 _NOATIME = getattr(os, "O_NOATIME", 0)
+_ZEROS = bytes(1024 * 1024)
 
 
 class EntryArchiver:
@@ -39,6 +47,7 @@ class EntryArchiver:
         self.requires: set[str] = set()  # older backups whose data this one references
         self.hardlinks: dict[tuple[int, int], tuple[str, bool]] = {}
         self._noatime = _NOATIME
+        self._no_xattrs: set[int] = set()  # devices whose filesystem has no attributes
 
     def archive(self, sink: TarSink, item: ScanEntry) -> Entry | None:
         """Given a scanned entry, write it to the tar stream (or reference it); return its
@@ -47,36 +56,63 @@ class EntryArchiver:
         if item.kind == "dir":
             self.stats.dirs += 1
             entry = _meta_entry(item.path, "dir", st)
+            entry.xattrs = self._xattrs(item, item.abspath)
             sink.write(_header(entry))
             self._lookup_parent(item.path)
             return entry
         if item.kind == "symlink":
-            try:
-                target = os.readlink(item.abspath)
-            except OSError as exc:
-                self.skips.skip(item.path, os_reason(exc))
-                return None
-            entry = _meta_entry(item.path, "symlink", st, target=target)
-            sink.write(_header(entry))
-            self.stats.symlinks += 1
-            self._done_file(0)
-            self._lookup_parent(item.path)
-            return entry
+            return self._archive_symlink(sink, item)
         return self._archive_file(sink, item)
+
+    def _archive_symlink(self, sink: TarSink, item: ScanEntry) -> Entry | None:
+        st = item.st
+        link_key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and link_key in self.hardlinks:  # a hard link to a symlink
+            return self._hardlink(sink, item, link_key)
+        try:
+            target = os.readlink(item.abspath)
+        except OSError as exc:
+            self.skips.skip(item.path, os_reason(exc))
+            return None
+        entry = _meta_entry(item.path, "symlink", st, target=target)
+        entry.xattrs = self._xattrs(item, item.abspath)
+        sink.write(_header(entry))
+        self.stats.symlinks += 1
+        self._done_file(0)
+        self._lookup_parent(item.path)
+        if st.st_nlink > 1:
+            self.hardlinks[link_key] = (item.path, True)
+        return entry
+
+    def _hardlink(self, sink: TarSink, item: ScanEntry, link_key: tuple[int, int]) -> Entry:
+        first, in_tar = self.hardlinks[link_key]
+        entry = _meta_entry(item.path, "hardlink", item.st, target=first)
+        if in_tar:  # an unchanged first link is not in this tar: tar xzf could not link it
+            sink.write(_header(entry))
+        self.stats.hardlinks += 1
+        self._done_file(0)
+        self._lookup_parent(item.path)
+        return entry
+
+    def _xattrs(self, item: ScanEntry, where: int | str) -> dict[str, bytes] | None:
+        """Given an entry and its descriptor (or path, not followed), return its extended
+        attributes; unreadable ones are a warning, not a skip."""
+        if item.st.st_dev in self._no_xattrs:
+            return None
+        try:
+            return read_xattrs(where, follow=isinstance(where, int))
+        except XattrUnsupportedError:
+            self._no_xattrs.add(item.st.st_dev)
+        except XattrReadError as exc:
+            self.skips.warn(item.path, f"extended attributes not readable: {exc}")
+        return None
 
     def _archive_file(self, sink: TarSink, item: ScanEntry) -> Entry | None:
         st = item.st
         self.progress.current = item.path
         link_key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and link_key in self.hardlinks:
-            first, in_tar = self.hardlinks[link_key]
-            entry = _meta_entry(item.path, "hardlink", st, target=first)
-            if in_tar:  # an unchanged first link is not in this tar: tar xzf could not link it
-                sink.write(_header(entry))
-            self.stats.hardlinks += 1
-            self._done_file(0)
-            self._lookup_parent(item.path)
-            return entry
+            return self._hardlink(sink, item, link_key)
 
         previous = self._lookup_parent(item.path)
         if previous is not None and _unchanged(previous, st):
@@ -84,6 +120,8 @@ class EntryArchiver:
             entry.size = previous.size
             entry.sha256 = previous.sha256
             entry.offset = previous.offset
+            entry.sparse = previous.sparse
+            entry.xattrs = previous.xattrs  # a change of attributes changes the ctime
             entry.backup = previous.backup or self.parent_id
             assert entry.backup is not None
             self.requires.add(entry.backup)
@@ -139,6 +177,7 @@ class EntryArchiver:
         entry.sha256 = digest.hexdigest()
         entry.backup = known.backup
         entry.offset = known.offset
+        entry.sparse = known.sparse
         self.requires.add(known.backup)
         self.stats.files += 1
         self.stats.renamed_files += 1
@@ -163,11 +202,17 @@ class EntryArchiver:
                 self.skips.skip(item.path, "changed type during backup")
                 return None
             entry = _meta_entry(item.path, "file", st)
+            entry.xattrs = self._xattrs(item, fd)
             sink.write(_header(entry, size=st.st_size))
             entry.offset = sink.offset
             digest = hashlib.sha256()
+            extents = data_extents(fd, st.st_size) if st.st_blocks * 512 < st.st_size else None
+            entry.sparse = extents is not None
             try:
-                got = sink.read_from(fd, st.st_size, lambda view: self._read(digest, view))
+                if extents is None:
+                    got = sink.read_from(fd, st.st_size, lambda view: self._read(digest, view))
+                else:
+                    got = self._read_sparse(sink, fd, st.st_size, extents, digest)
             except OSError as exc:
                 # The header already promised st_size bytes: keep what was read, pad the rest.
                 got = sink.offset - entry.offset
@@ -193,6 +238,29 @@ class EntryArchiver:
             return entry
         finally:
             os.close(fd)
+
+    def _read_sparse(
+        self, sink: TarSink, fd: int, size: int, extents: list[tuple[int, int]], digest: Any
+    ) -> int:
+        """Given a sparse file, copy its data extents and write its holes as zeros (not
+        read); return the bytes stored (less if the file shrank). Raise OSError."""
+        done = 0
+        for is_data, start, end in holes_of(extents, size):
+            if is_data:
+                os.lseek(fd, start, os.SEEK_SET)
+                got = sink.read_from(fd, end - start, lambda view: self._read(digest, view))
+                done += got
+                if got < end - start:
+                    return done
+                continue
+            left = end - start
+            while left:
+                n = min(left, len(_ZEROS))
+                sink.zeros(n)
+                self._read(digest, memoryview(_ZEROS)[:n])
+                left -= n
+                done += n
+        return done
 
     def _open(self, item: ScanEntry) -> int | None:
         try:
@@ -242,6 +310,7 @@ def _header(entry: Entry, size: int = 0) -> bytes:
         mtime_ns=entry.mtime_ns,
         size=size,
         target=entry.target or "",
+        xattrs=entry.xattrs,
     )
 
 

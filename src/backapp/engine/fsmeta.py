@@ -12,22 +12,29 @@ import errno
 import os
 from collections.abc import Iterator
 
-# Errors meaning "this filesystem (or this file) has no extended attributes to give".
-_NO_XATTRS = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA, errno.ENOSYS}
+# Errors meaning "this filesystem has no extended attributes at all".
+_UNSUPPORTED = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
 HOLE_MIN = 4096  # holes smaller than a filesystem block are not worth recording
 
 
 class XattrReadError(Exception):
-    """Private: the extended attributes of one entry could not be read (errno, reason)."""
+    """The extended attributes of one entry could not be read (the message says why)."""
+
+
+class XattrUnsupportedError(XattrReadError):
+    """The filesystem has no extended attributes."""
 
 
 def read_xattrs(target: int | str, *, follow: bool = True) -> dict[str, bytes] | None:
     """Given an open descriptor (or a path, not followed unless ``follow``), return its
-    extended attributes, or None when it has none. Raise XattrReadError with a reason."""
+    extended attributes, or None when it has none. Raise XattrUnsupportedError,
+    XattrReadError with a reason."""
     try:
         names = os.listxattr(target, follow_symlinks=follow)
     except OSError as exc:
-        if exc.errno in _NO_XATTRS:
+        if exc.errno in _UNSUPPORTED:
+            raise XattrUnsupportedError(exc.strerror or str(exc)) from exc
+        if exc.errno == errno.ENODATA:
             return None
         raise XattrReadError(exc.strerror or str(exc)) from exc
     if not names:
@@ -109,24 +116,33 @@ class SparseWriter:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.position = 0
+        self._pending = bytearray()  # the start of a window, until it is whole
 
     def write(self, data: bytes | memoryview) -> None:
         """Given the next bytes of the file, write them (or skip zero windows). Raise OSError."""
         view = memoryview(data)
         window = len(_ZERO)
         while view:
-            n = min(len(view), window - self.position % window)
-            piece = view[:n]
-            if n == window and bytes(piece) == _ZERO:  # (a copy: memcmp, not per byte)
-                os.lseek(self.fd, n, os.SEEK_CUR)
-            else:
-                while piece:
-                    written = os.write(self.fd, piece)
-                    piece = piece[written:]
-            self.position += n
-            view = view[n:]
+            take = view[: window - len(self._pending)]
+            view = view[len(take) :]
+            if not self._pending and len(take) == window:
+                self._emit(take)
+                continue
+            self._pending += take
+            if len(self._pending) == window:
+                self._emit(memoryview(self._pending))
+                self._pending = bytearray()
+
+    def _emit(self, chunk: memoryview) -> None:
+        if bytes(chunk) == _ZERO[: len(chunk)]:  # (a copy compares with memcmp)
+            os.lseek(self.fd, len(chunk), os.SEEK_CUR)
+        else:
+            while chunk:
+                chunk = chunk[os.write(self.fd, chunk) :]
 
     def finish(self) -> None:
-        """Set the file's length to what was written. Raise OSError."""
-        os.ftruncate(self.fd, self.position)
+        """Write what is left and set the file's length. Raise OSError."""
+        if self._pending:
+            self._emit(memoryview(self._pending))
+            self._pending = bytearray()
+        os.ftruncate(self.fd, os.lseek(self.fd, 0, os.SEEK_CUR))

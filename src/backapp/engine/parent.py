@@ -66,6 +66,7 @@ class KnownData:
 
     backup: str
     offset: int
+    sparse: bool = False
 
 
 class ParentCursor:
@@ -137,7 +138,7 @@ class ParentCursor:
                 if entry.type == "file" and entry.size >= RENAME_MIN_SIZE and not entry.partial:
                     assert entry.sha256 is not None and entry.offset is not None
                     index[(entry.size, entry.sha256)] = KnownData(
-                        entry.backup or self.info.backup_id, entry.offset
+                        entry.backup or self.info.backup_id, entry.offset, entry.sparse
                     )
         self._index = index
         self._sizes = {size for size, _ in index}

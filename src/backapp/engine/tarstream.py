@@ -77,11 +77,13 @@ def tar_header(
     mtime_ns: int,
     size: int = 0,
     target: str = "",
+    xattrs: dict[str, bytes] | None = None,
 ) -> bytes:
     """Given an entry's metadata, return its tar header blocks (POSIX PAX format).
 
-    Long or non-ASCII names and link targets, sub-second mtimes and out-of-range numbers
-    go in a PAX extended header before the ustar header, as GNU tar writes them.
+    Long or non-ASCII names and link targets, sub-second mtimes, out-of-range numbers and
+    extended attributes go in a PAX extended header before the ustar header, as GNU tar
+    writes them.
     """
     name = path + "/" if kind == "dir" else path
     size = size if kind == "file" else 0
@@ -101,6 +103,9 @@ def tar_header(
         records.append(_record("gid", str(gid)))
     if size >= _MAX_SIZE:
         records.append(_record("size", str(size)))
+    for key, value in (xattrs or {}).items():
+        # As GNU tar writes them (tar --xattrs reads them back); values may be any bytes.
+        records.append(_record(f"SCHILY.xattr.{key}", value.decode("utf-8", "surrogateescape")))
     clip = min(max(seconds, 0), _MAX_SIZE - 1)
     header = _ustar(
         name.encode("ascii", "replace")[:100],
