@@ -109,17 +109,26 @@ def backups_list(config_file: ConfigFile, as_json: JsonFlag = False) -> None:
     """List the backups that exist in storage for a config, oldest first."""
     try:
         config = load_config_file(config_file)
-        infos = repository_for(config, _settings()).list()
+        listed = repository_for(config, _settings()).scan()
     except BackappError as exc:
         fail(exc, as_json=as_json)
     if as_json:
-        docs = [info.model_dump(mode="json", by_alias=True) for info in infos]
+        docs = [
+            b.info.model_dump(mode="json", by_alias=True)
+            if b.info is not None
+            else {"backupId": b.backup_id, "damaged": True, "problem": b.problem}
+            for b in listed
+        ]
         print(json.dumps({"backups": docs}))
         return
-    if not infos:
+    if not listed:
         out_console.print(f"No backups yet for {config.name}.")
         return
-    for info in infos:
+    for b in listed:
+        info = b.info
+        if info is None:
+            out_console.print(f"{b.backup_id}  [bold red]DAMAGED[/]  {b.problem}", soft_wrap=True)
+            continue
         out_console.print(
             f"{info.backup_id}  {info.type:<11}  {info.completed_at:%Y-%m-%d %H:%M:%S}Z  "
             f"{info.stats.files:>8,} files  {human_bytes(info.stats.total_bytes):>10}  "

@@ -151,6 +151,9 @@ def run_backup(
     )
     info = job.run(started_wall)
     duration = time.monotonic() - started
+    if parent is not None and parent.problem is not None:
+        parent_note += f"; the parent's manifest is damaged part-way ({parent.problem}): "
+        parent_note += "what follows the damage was stored in full"
     logger.info(
         "backup %s completed: %d files, %d bytes read, %d bytes stored, %.1fs",
         backup_id,

@@ -16,10 +16,10 @@ from typing import IO
 
 from backapp.engine.crypto import MasterKey
 from backapp.engine.layout import BackupInfo, Repository
-from backapp.engine.manifest import Entry, ManifestReader, order_key
+from backapp.engine.manifest import Entry, EntryRules, ManifestReader, order_key
 from backapp.engine.objects import read_object
 from backapp.engine.streams import as_file
-from backapp.errors import IntegrityError
+from backapp.errors import ArchiveError, BackupNotFoundError, IntegrityError, ObjectNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +81,25 @@ class ParentCursor:
         reader = ManifestReader(spool, self._name)
         self._reader = reader
         self._entries: Iterator[Entry] = iter(reader)
-        self._current: Entry | None = next(self._entries, None)
+        self.problem: str | None = None  # set if the manifest turned out damaged mid-way
+        self._rules = EntryRules(info.backup_id, info.requires)
+        self._current: Entry | None = self._next()
         self._passed_files = 0
+
+    def _next(self) -> Entry | None:
+        try:
+            entry = next(self._entries, None)
+            problem = self._rules.problem(entry) if entry is not None else None
+            if problem is not None:
+                assert entry is not None
+                raise ArchiveError(f"{self._name}: {entry.path!r} {problem}")
+            return entry
+        except IntegrityError as exc:
+            # From here on nothing is known of the parent: files are read and stored anew.
+            logger.warning("parent %s: %s; the rest is stored in full", self.info.backup_id, exc)
+            self.problem = str(exc)
+            self._entries = iter(())
+            return None
 
     def lookup(self, path: str) -> Entry | None:
         """Given the next scanned path, return the parent's entry for it, if any."""
@@ -90,10 +107,10 @@ class ParentCursor:
         while self._current is not None and order_key(self._current.path) < key:
             if self._current.type != "dir":
                 self._passed_files += 1  # in the parent, not in this scan: deleted
-            self._current = next(self._entries, None)
+            self._current = self._next()
         if self._current is not None and self._current.path == path:
             found = self._current
-            self._current = next(self._entries, None)
+            self._current = self._next()
             return found
         return None
 
@@ -102,7 +119,7 @@ class ParentCursor:
         while self._current is not None:
             if self._current.type != "dir":
                 self._passed_files += 1
-            self._current = next(self._entries, None)
+            self._current = self._next()
         return self._passed_files
 
     def may_know(self, size: int) -> bool:
@@ -134,12 +151,16 @@ class ParentCursor:
             shutil.copyfileobj(self._spool, copy, 1024 * 1024)
             self._spool.seek(position)
             copy.seek(0)
-            for entry in ManifestReader(copy, self._name):
-                if entry.type == "file" and entry.size >= RENAME_MIN_SIZE and not entry.partial:
+            try:
+                for entry in ManifestReader(copy, self._name):
+                    if entry.type != "file" or entry.size < RENAME_MIN_SIZE or entry.partial:
+                        continue
                     assert entry.sha256 is not None and entry.offset is not None
                     index[(entry.size, entry.sha256)] = KnownData(
                         entry.backup or self.info.backup_id, entry.offset, entry.sparse
                     )
+            except IntegrityError as exc:
+                logger.warning("parent %s: %s; renamed files are stored anew", self._name, exc)
         self._index = index
         self._sizes = {size for size, _ in index}
 
@@ -154,22 +175,55 @@ def choose_parent(
 ) -> tuple[ParentCursor | None, str]:
     """Given a config's backup type, return the parent to build on (or None) and why.
 
-    The first backup, every ``full_every``-th one, and any backup whose encryption
-    setting differs from its would-be parent are full.
+    The first backup, every ``full_every``-th one, any backup whose encryption setting
+    differs from its would-be parent, and any backup after one that is damaged (its
+    ``backup.json``, its manifest, or an object it or the backups it requires consist of is
+    unreadable, missing or of the wrong size) are full: an incremental never builds on data
+    that cannot be restored. Raise StorageError (the store is unreachable).
     """
     if kind != "incremental":
         return None, ""
-    ids = repo.ids()
-    if not ids:
+    listed = repo.scan()
+    if not listed:
         return None, "first backup of this config: full"
-    info = repo.load(ids[-1])
+    newest = listed[-1]
+    if newest.info is None:
+        return _damaged(newest.backup_id, newest.problem or "unreadable")
+    info = newest.info
     if info.chain + 1 >= full_every:
         return None, f"every {full_every}th backup is full"
     if info.encrypted != (master is not None):
         return None, "encryption setting changed since the last backup: full"
+    problem = _chain_problem(repo, info)
+    if problem is not None:
+        return _damaged(info.backup_id, problem)
     try:
         cursor = ParentCursor(info, spool_manifest(repo, info, master))
-    except IntegrityError as exc:
-        logger.warning("parent %s unusable, making a full backup: %s", info.backup_id, exc)
-        return None, f"last backup's manifest is unreadable ({exc}): full"
+    except (IntegrityError, ObjectNotFoundError) as exc:
+        return _damaged(info.backup_id, f"its manifest is unreadable ({exc})")
     return cursor, f"incremental on {info.backup_id}"
+
+
+def _damaged(backup_id: str, problem: str) -> tuple[None, str]:
+    logger.warning("last backup %s is damaged, making a full backup: %s", backup_id, problem)
+    return None, f"last backup {backup_id} is damaged ({problem}): full"
+
+
+def _chain_problem(repo: Repository, info: BackupInfo) -> str | None:
+    """Given the would-be parent, return what is wrong with its objects or with those of
+    the backups it requires (None: all there, at their recorded sizes)."""
+    chain = [info]
+    for required in info.requires:
+        try:
+            chain.append(repo.load(required))
+        except (BackupNotFoundError, IntegrityError) as exc:
+            return f"it requires backup {required}: {exc}"
+    for member in chain:
+        for obj in (member.data, member.manifest):
+            key = repo.key(member.backup_id, obj.name)
+            head = repo.storage.head(key)
+            if head is None:
+                return f"{key} is missing"
+            if head.size != obj.size:
+                return f"{key} has {head.size} bytes, {obj.size} were stored"
+    return None

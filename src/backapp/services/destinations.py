@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from backapp.domain.config import BackupConfig, LocalDestination, S3Destination
-from backapp.engine.layout import BackupInfo
+from backapp.engine.layout import BackupInfo, ListedBackup
 from backapp.errors import StorageError
 from backapp.services.context import AppContext
 
@@ -38,7 +38,16 @@ def backup_to_json(info: BackupInfo) -> dict[str, Any]:
     return info.model_dump(mode="json", by_alias=True)
 
 
+def damaged_to_json(listed: ListedBackup) -> dict[str, Any]:
+    """Given a committed backup whose backup.json cannot be read, return its API form."""
+    return {"backupId": listed.backup_id, "damaged": True, "problem": listed.problem}
+
+
 def stored_backups(ctx: AppContext, config: BackupConfig, slug: str) -> list[dict[str, Any]]:
-    """Given a config, return the backups that exist in its storage, newest first."""
+    """Given a config, return the backups that exist in its storage, newest first; those
+    whose backup.json cannot be read are listed too, marked ``damaged`` with the problem."""
     repo = ctx.repository(config, slug)
-    return [backup_to_json(info) for info in reversed(repo.list())]
+    return [
+        backup_to_json(b.info) if b.info is not None else damaged_to_json(b)
+        for b in reversed(repo.scan())
+    ]

@@ -10,7 +10,7 @@ from backapp.db import Session, utcnow
 from backapp.db.repositories import runs as run_repo
 from backapp.domain.config import BackupConfig
 from backapp.domain.retention import RetentionPlan, StoredBackup, plan_retention
-from backapp.engine.layout import BackupInfo
+from backapp.engine.layout import BackupInfo, ListedBackup
 from backapp.errors import BackappError
 from backapp.services.context import AppContext
 
@@ -30,15 +30,20 @@ def _stored(infos: list[BackupInfo]) -> list[StoredBackup]:
 
 def plan_for(
     ctx: AppContext, config: BackupConfig, slug: str, now: datetime | None = None
-) -> tuple[RetentionPlan, list[BackupInfo]]:
-    """Given a config, return its retention plan over what is stored now. Raise StorageError."""
-    infos = ctx.repository(config, slug).list()
-    return plan_retention(_stored(infos), config.options.retention_days, now or utcnow()), infos
+) -> tuple[RetentionPlan, list[BackupInfo], list[ListedBackup]]:
+    """Given a config, return its retention plan over what is stored now, the backups it
+    planned over, and the damaged ones (never deleted by retention: a person should look).
+    Raise StorageError."""
+    listed = ctx.repository(config, slug).scan()
+    infos = [b.info for b in listed if b.info is not None]
+    damaged = [b for b in listed if b.info is None]
+    plan = plan_retention(_stored(infos), config.options.retention_days, now or utcnow())
+    return plan, infos, damaged
 
 
 def preview(ctx: AppContext, config: BackupConfig, slug: str) -> dict[str, Any]:
     """Given a config, return what retention would delete and keep, and why (a dry run)."""
-    plan, infos = plan_for(ctx, config, slug)
+    plan, infos, damaged = plan_for(ctx, config, slug)
     by_id = {i.backup_id: i for i in infos}
 
     def item(backup_id: str) -> dict[str, Any]:
@@ -55,6 +60,10 @@ def preview(ctx: AppContext, config: BackupConfig, slug: str) -> dict[str, Any]:
         "retentionDays": config.options.retention_days,
         "delete": [item(b) for b in plan.delete],
         "keep": [item(b) for b in sorted(plan.keep, reverse=True)],
+        "damaged": [
+            {"backupId": b.backup_id, "reason": f"cannot be read, kept: {b.problem}"}
+            for b in damaged
+        ],
     }
 
 
@@ -68,7 +77,7 @@ def apply(
     if config.options.retention_days is None:
         return {}
     try:
-        plan, _ = plan_for(ctx, config, slug)
+        plan, _, _ = plan_for(ctx, config, slug)
     except BackappError as exc:
         logger.warning("retention for %s skipped: %s", config.name, exc)
         return {"retention": {"error": f"retention skipped: {exc}", "deleted": []}}

@@ -180,16 +180,18 @@ def stored_backups(request: Request, ctx: CtxDep, user: PageUser, config_id: str
         document, slug = config_service.document_of(config), config.slug
     error, backups = "", []
     try:
-        plan, infos = retention.plan_for(ctx, document, slug)
+        plan, infos, damaged = retention.plan_for(ctx, document, slug)
     except BackappError as exc:
         error = exc.message
     else:
-        backups = [destinations.backup_to_json(info) for info in reversed(infos)]
+        backups = [destinations.backup_to_json(info) for info in infos]
         for backup in backups:
             backup["browseFrom"] = start_path(backup.get("sources") or [])
             # The retention preview: what the next run's retention would do, and why.
             backup["expires"] = backup["backupId"] in plan.delete
             backup["retention"] = plan.reasons.get(backup["backupId"], "")
+        backups += [destinations.damaged_to_json(b) for b in damaged]
+        backups.sort(key=lambda b: str(b["backupId"]), reverse=True)
     return render(
         request,
         "partials/stored_backups.html",
