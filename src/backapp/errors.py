@@ -22,6 +22,7 @@
     ├── CancelledError              the run was cancelled on request
     ├── NotFoundError               no config, run, alert or user with that id
     ├── ConflictError               the request conflicts with the current state
+    │   └── RepositoryLockedError       another run holds the lock of a config's backups
     ├── AuthenticationError         no valid credentials
     └── PermissionDeniedError       valid credentials, but not allowed
 
@@ -129,6 +130,10 @@ class NotFoundError(BackappError):
 
 class ConflictError(BackappError):
     """The request conflicts with the current state (e.g. a run is already active)."""
+
+
+class RepositoryLockedError(ConflictError):
+    """Another run (process or host) holds the lock of this config's backups."""
 
 
 class AuthenticationError(BackappError):

@@ -160,3 +160,30 @@ def test_retention_after_a_backup_deletes_expired_backups_from_storage(
     assert [d["backupId"] for d in result["retention"]["deleted"]] == [ids[1], ids[0]]
     assert repo.ids() == [ids[2]]
     assert not (tmp_path / "dest" / config.slug / ids[0]).exists()
+
+
+def test_retention_waits_its_turn_while_a_backup_of_the_config_holds_the_lock(
+    database_url: str, make_ctx, tmp_path: Path
+) -> None:
+    from backapp.engine.lock import RepoLock
+
+    ctx = make_ctx(database_url)
+    src = tmp_path / "src"
+    src.mkdir()
+    doc = config_doc(src, tmp_path / "dest", "0 0 1 1 *", retentionDays=7)
+    config_id = add_config(ctx, doc)
+    config = get_config(ctx, config_id)
+    document = config_service.document_of(config)
+    storage = LocalStorage(tmp_path / "dest")
+    repo = Repository(storage, "", config.slug)
+    ids = [run_backup(document, storage, slug=config.slug).backup_id for _ in range(2)]
+    marker = tmp_path / "dest" / config.slug / ids[0] / "backup.json"
+    info = json.loads(marker.read_text())
+    info["completedAt"] = (utcnow() - timedelta(days=30)).isoformat()
+    marker.write_text(json.dumps(info))
+    with RepoLock(repo, "backup", "20991231T000000.000Z-000000"):  # a backup is running
+        result = retention.apply(ctx, ctx.db.session, config_id, document, config.slug)
+    assert "locked by another run" in result["retention"]["error"]
+    assert repo.ids() == ids  # nothing deleted under a running backup
+    after = retention.apply(ctx, ctx.db.session, config_id, document, config.slug)
+    assert [d["backupId"] for d in after["retention"]["deleted"]] == [ids[0]]

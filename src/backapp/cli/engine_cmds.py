@@ -98,6 +98,10 @@ def backup_run(config_file: ConfigFile, as_json: JsonFlag = False) -> None:
         f"  data:  {human_bytes(doc['totalBytes'])} read, "
         f"{human_bytes(doc['bytesTransferred'])} uploaded in {doc['durationSeconds']:.1f}s"
     )
+    if "damaged" in result.parent_note:  # a person should know what BackApp did instead
+        out_console.print(f"  [yellow]note:[/] {result.parent_note}", soft_wrap=True)
+    if result.cleanup_note:
+        out_console.print(f"  cleaned up: {result.cleanup_note}", soft_wrap=True)
     if result.skips.reasons:
         out_console.print(f"  [yellow]skipped or changed:[/] {result.skips.summary()}")
         for path, reason in result.skips.samples[:10]:

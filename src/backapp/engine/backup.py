@@ -30,6 +30,7 @@ from backapp.engine.layout import (
     StoredObject,
     new_backup_id,
 )
+from backapp.engine.lock import RepoLock
 from backapp.engine.manifest import ManifestWriter, Trailer
 from backapp.engine.objects import write_object
 from backapp.engine.parent import ParentCursor, choose_parent
@@ -53,6 +54,7 @@ class BackupResult:
     bytes_transferred: int
     duration_seconds: float
     parent_note: str = ""
+    cleanup_note: str = ""
 
     @property
     def files_processed(self) -> int:
@@ -81,6 +83,8 @@ class BackupResult:
             "bytesTransferred": self.bytes_transferred,
             "storedBytes": stats.stored_bytes,
             "durationSeconds": round(self.duration_seconds, 3),
+            "parentNote": self.parent_note,
+            "cleanup": self.cleanup_note,
             "skipped": [{"path": p, "reason": r} for p, r in self.skips.samples],
         }
 
@@ -127,6 +131,49 @@ def run_backup(
     started = time.monotonic()
     repo = Repository(storage, config.destination.prefix, slug or config.slug)
     backup_id = backup_id or new_backup_id(started_wall)
+    with RepoLock(repo, "backup", backup_id) as lock:
+        cleanup_note = _clean_up(repo, lock)
+        result = _run_locked(
+            config,
+            repo,
+            master,
+            backup_id,
+            started_wall,
+            started,
+            cancel,
+            progress,
+            block_size,
+            segment_size,
+            workers,
+        )
+    result.cleanup_note = cleanup_note
+    return result
+
+
+def _clean_up(repo: Repository, lock: RepoLock) -> str:
+    """Under the lock: remove stale locks' and dead runs' leftovers; return what was done."""
+    removed, freed = repo.remove_leftovers()
+    notes = [f"removed the stale lock of {what}" for what in lock.removed_stale]
+    if removed:
+        notes.append(f"removed {removed} object(s) ({freed} bytes) left by interrupted runs")
+        logger.info("backups of %s: %s", repo.location, notes[-1])
+    return "; ".join(notes)
+
+
+def _run_locked(
+    config: BackupConfig,
+    repo: Repository,
+    master: MasterKey | None,
+    backup_id: str,
+    started_wall: datetime,
+    started: float,
+    cancel: CancelToken,
+    progress: ProgressCallback | None,
+    block_size: int,
+    segment_size: int,
+    workers: int | None,
+) -> BackupResult:
+    opts = config.options
     codec = codec_for(opts.compression, opts.compression_algorithm, opts.compression_level)
     parent, parent_note = choose_parent(repo, opts.type, opts.full_every, master)
     job = _BackupJob(

@@ -283,6 +283,30 @@ class Repository:
         self.storage.abort_incomplete(join_key(self.base, backup_id) + "/")
         return removed
 
+    def remove_leftovers(self) -> tuple[int, int]:
+        """Remove what runs that died left behind: unfinished uploads, and the objects of
+        backup folders without a commit marker. Only while holding the config's lock (no
+        other run is writing). Return (objects removed, bytes freed). Raise StorageError."""
+        removed = self.storage.abort_incomplete(self.base + "/")
+        freed = 0
+        folders: dict[str, list[tuple[str, int]]] = {}
+        committed = set()
+        for obj in self.storage.list(self.base + "/"):
+            folder, _, name = obj.key[len(self.base) + 1 :].partition("/")
+            if not name or not is_backup_id(folder):
+                continue
+            if name == MARKER:
+                committed.add(folder)
+            folders.setdefault(folder, []).append((obj.key, obj.size))
+        for folder, objects in folders.items():
+            if folder in committed:
+                continue
+            for key, size in objects:
+                self.storage.delete(key)
+                removed += 1
+                freed += size
+        return removed, freed
+
     def objects(self, backup_id: str) -> Iterator[tuple[str, int]]:
         """Given a backup id, yield (name, size) of the objects in its folder."""
         prefix = join_key(self.base, backup_id) + "/"

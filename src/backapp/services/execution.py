@@ -156,6 +156,7 @@ class RunExecutor:
             "type": doc["type"],
             "parent": doc["parent"],
             "parentNote": result.parent_note,
+            "cleanup": result.cleanup_note,
             "dirs": doc["dirs"],
             "newFiles": doc["newFiles"],
             "changedFiles": doc["changedFiles"],

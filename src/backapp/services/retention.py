@@ -11,6 +11,7 @@ from backapp.db.repositories import runs as run_repo
 from backapp.domain.config import BackupConfig
 from backapp.domain.retention import RetentionPlan, StoredBackup, plan_retention
 from backapp.engine.layout import BackupInfo, ListedBackup
+from backapp.engine.lock import RepoLock
 from backapp.errors import BackappError
 from backapp.services.context import AppContext
 
@@ -76,22 +77,24 @@ def apply(
     """
     if config.options.retention_days is None:
         return {}
-    try:
-        plan, _, _ = plan_for(ctx, config, slug)
-    except BackappError as exc:
-        logger.warning("retention for %s skipped: %s", config.name, exc)
-        return {"retention": {"error": f"retention skipped: {exc}", "deleted": []}}
     repo = ctx.repository(config, slug)
     deleted: list[dict[str, str]] = []
     errors: list[str] = []
-    for backup_id in plan.delete:  # newest first: an incremental goes before its base
-        try:
-            repo.delete(backup_id)
-        except BackappError as exc:
-            errors.append(f"{backup_id}: {exc}")
-            continue
-        logger.info("retention deleted backup %s of %s", backup_id, config.name)
-        deleted.append({"backupId": backup_id, "reason": plan.reasons[backup_id]})
+    try:
+        # Under the config's lock: no backup is being made on a backup this deletes.
+        with RepoLock(repo, "retention"):
+            plan, _, _ = plan_for(ctx, config, slug)
+            for backup_id in plan.delete:  # newest first: an incremental before its base
+                try:
+                    repo.delete(backup_id)
+                except BackappError as exc:
+                    errors.append(f"{backup_id}: {exc}")
+                    continue
+                logger.info("retention deleted backup %s of %s", backup_id, config.name)
+                deleted.append({"backupId": backup_id, "reason": plan.reasons[backup_id]})
+    except BackappError as exc:
+        logger.warning("retention for %s skipped: %s", config.name, exc)
+        return {"retention": {"error": f"retention skipped: {exc}", "deleted": deleted}}
     if deleted:
         with session_factory() as session:
             _mark_deleted(session, config_id, [d["backupId"] for d in deleted])

@@ -15,6 +15,7 @@ from backapp.db.repositories import configs as config_repo
 from backapp.db.repositories import runs as run_repo
 from backapp.domain.config import BackupConfig
 from backapp.domain.schedule import Schedule
+from backapp.engine.lock import release_locks_of
 from backapp.errors import BackappError, ConflictError
 from backapp.services import alerts, restores
 from backapp.services import configs as config_service
@@ -179,6 +180,7 @@ def _discard_partial_backup(
     """Remove what a dead run uploaded: aborted multipart uploads and uncommitted objects."""
     try:
         repo = ctx.repository(document, slug)
+        release_locks_of(repo, backup_id)  # its run is dead: the next one need not wait
         if backup_id in repo.ids():
             return  # it did commit before dying: a complete backup stays
         repo.delete(backup_id)
