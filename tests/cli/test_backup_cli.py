@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -323,3 +324,62 @@ def test_restore_in_place_needs_a_policy_and_brings_back_what_was_lost(
     assert run.returncode == 0, run.stderr
     assert (source / "ünïcode.txt").read_text() == "☃"
     assert (source / "docs" / "a.txt").read_text() == "edited since\n"  # skipped: kept
+
+
+def test_include_patterns_keep_their_anchor_and_relative_paths_get_a_hint(
+    cli: CliRunner, tmp_path: Path, source: Path
+) -> None:
+    (source / "empty" / "docs").mkdir()
+    (source / "empty" / "docs" / "deep.txt").write_text("deep\n")
+    cfg = write_config(
+        tmp_path / "c.json", [source], {"type": "local", "path": str(tmp_path / "d")}
+    )
+    assert cli("backup", "run", "-c", str(cfg)).returncode == 0
+    anchored = cli(
+        "restore", "-c", str(cfg), "-t", str(tmp_path / "t1"), "--include", f"{source}/docs/"
+    )
+    assert anchored.returncode == 0, anchored.stderr
+    root = restored_root(tmp_path / "t1", source)
+    assert (root / "docs" / "a.txt").exists() and not (root / "empty").exists()
+    anywhere = cli("restore", "-c", str(cfg), "-t", str(tmp_path / "t2"), "--include", "docs/")
+    assert anywhere.returncode == 0, anywhere.stderr
+    root = restored_root(tmp_path / "t2", source)
+    assert (root / "docs" / "a.txt").exists() and (root / "empty" / "docs" / "deep.txt").exists()
+    relative = cli("restore", "-c", str(cfg), "-t", str(tmp_path / "t3"), "--path", "docs")
+    assert relative.returncode == 2
+    assert "from the root" in relative.stderr and "Traceback" not in relative.stderr
+
+
+def test_listing_marks_a_damaged_backup_and_verify_exits_1_for_damage_2_for_a_wrong_key(
+    cli: CliRunner, tmp_path: Path, source: Path, encryption_key: str
+) -> None:
+    dest = tmp_path / "d"
+    cfg = write_config(
+        tmp_path / "c.json",
+        [source],
+        {"type": "local", "path": str(dest)},
+        encryption=True,
+        type="incremental",
+    )
+    env = {"BACKUP_ENCRYPTION_KEY": encryption_key}
+    first = json.loads(cli("backup", "run", "-c", str(cfg), "--json", env=env).stdout)
+    second = json.loads(cli("backup", "run", "-c", str(cfg), "--json", env=env).stdout)
+    (dest / "cli-test" / second["backupId"] / "backup.json").write_text("{")
+    listed = cli("backups", "list", "-c", str(cfg), env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert first["backupId"] in listed.stdout and "DAMAGED" in listed.stdout
+    as_json = json.loads(cli("backups", "list", "-c", str(cfg), "--json", env=env).stdout)
+    assert [b.get("damaged", False) for b in as_json["backups"]] == [False, True]
+    damaged = cli("verify", "-c", str(cfg), "-b", second["backupId"], env=env)
+    assert damaged.returncode == 1 and "backup.json is damaged" in damaged.stdout
+    manifest = dest / "cli-test" / first["backupId"] / "manifest.json.gz.enc"
+    raw = bytearray(manifest.read_bytes())
+    raw[30] ^= 1  # the salt of its encryption header
+    manifest.write_bytes(bytes(raw))
+    header = cli("verify", "-c", str(cfg), "-b", first["backupId"], env=env)
+    assert header.returncode == 1 and "header is damaged" in header.stdout
+    other = {"BACKUP_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode()}
+    third = json.loads(cli("backup", "run", "-c", str(cfg), "--json", env=env).stdout)
+    assert "damaged" in third["parentNote"]  # built on nothing damaged
+    wrong = cli("verify", "-c", str(cfg), "-b", third["backupId"], env=other)
+    assert wrong.returncode == 2 and "different key" in wrong.stderr

@@ -158,7 +158,8 @@ def restore(
         typer.Option(
             "--include",
             "-i",
-            help="Restore only paths matching this gitignore-style pattern (repeatable).",
+            help="Restore only what this gitignore pattern matches, as git would "
+            "('/home/me/docs/' anchored at the root, '*.jpg' at any depth; repeatable).",
         ),
     ] = None,
     paths: Annotated[
@@ -193,8 +194,17 @@ def restore(
             ),
             as_json=as_json,
         )
-    patterns = [p.lstrip("/") if p.startswith("/") else p for p in include or []]
-    patterns += [exact_path_pattern(p) for p in paths or []]
+    relative = [p for p in paths or [] if not p.startswith("/")]
+    if relative:
+        fail(
+            UsageError(
+                f"--path {relative[0]}: give the path as it was backed up, from the root "
+                f"(e.g. --path /home/me/{relative[0]}); --include takes patterns"
+            ),
+            as_json=as_json,
+        )
+    # Patterns as git reads them: "/etc" is anchored at the root, "etc" matches at any depth.
+    patterns = [*(include or []), *(exact_path_pattern(p) for p in paths or [])]
     try:
         config = load_config_file(config_file)
         settings = _settings()
@@ -228,6 +238,12 @@ def restore(
         )
         for path, message in result.errors[:50]:
             out_console.print(f"  {path}: {message}", soft_wrap=True)
+        if len(result.errors) > 50:
+            out_console.print(f"  … and {len(result.errors) - 50} more (--json lists all)")
+    if result.warnings and not as_json:
+        out_console.print(f"[yellow]{len(result.warnings)} warning(s):[/]")
+        for path, message in result.warnings[:20]:
+            out_console.print(f"  {path or 'restore'}: {message}", soft_wrap=True)
     if not result.ok:
         raise typer.Exit(EXIT_FAILED)
 
@@ -271,7 +287,11 @@ def verify(
             f"[bold red]Backup {result.backup_id} is damaged[/]: {len(result.problems)} problem(s)"
         )
         for where, message in result.problems[:100]:
-            out_console.print(f"  {where}: {message}")
+            out_console.print(f"  {where}: {message}", soft_wrap=True)
+    if result.warnings and not as_json:
+        out_console.print(f"[yellow]{len(result.warnings)} note(s)[/] (not damage):")
+        for where, message in result.warnings[:20]:
+            out_console.print(f"  {where}: {message}", soft_wrap=True)
     if not result.ok:
         raise typer.Exit(EXIT_FAILED)
 
