@@ -270,6 +270,14 @@ def test_decrypt_turns_an_encrypted_archive_back_into_tar_gz(
     assert not (tmp_path / "bad.tar.gz").exists()
     exists = cli("decrypt", str(enc), str(plain), env=env)
     assert exists.returncode == 2
+    # A link planted where decrypt writes its temp file is replaced, never written through.
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (tmp_path / ".again.tar.gz.partial").symlink_to(victim)
+    again = cli("decrypt", str(enc), str(tmp_path / "again.tar.gz"), env=env)
+    assert again.returncode == 0, again.stderr
+    assert victim.read_text() == "precious\n"
+    assert (tmp_path / "again.tar.gz").read_bytes() == plain.read_bytes()
 
 
 def test_unreadable_file_is_skipped_and_reported(

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -231,3 +232,72 @@ def test_a_failure_after_the_commit_never_removes_the_committed_backup(tmp_path:
     assert names == ["backup.json", "data.tar.gz", "manifest.json.gz"]
     restored = run_restore(repo, backup_id, tmp_path / "out")
     assert restored.ok
+
+
+def _swap_for_a_link(folder: Path, to: Path) -> None:
+    folder.rename(folder.with_name(folder.name + ".moved"))
+    folder.symlink_to(to)
+
+
+def test_a_folder_swapped_for_a_symlink_while_it_is_opened_is_not_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A local user who can write in the source swaps a folder for a link to a secret
+    # place between the backup's listing and its opening of the folder (as root, the
+    # backup would otherwise store what the link points to).
+    src = tmp_path / "src"
+    (src / "victim").mkdir(parents=True)
+    (src / "victim" / "own.txt").write_text("own\n")
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "shadow").write_text("root:hash\n")
+    real_open = os.open
+
+    def open_after_the_swap(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if (
+            path == "victim"
+            and kwargs.get("dir_fd") is not None
+            and not (src / "victim.moved").exists()
+        ):
+            _swap_for_a_link(src / "victim", secret)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_after_the_swap)
+    config = make_config([src], tmp_path / "dest")
+    result = run_backup(config, LocalStorage(tmp_path / "dest"))
+    monkeypatch.undo()
+    repo = Repository(LocalStorage(tmp_path / "dest"), "", config.slug)
+    restored = run_restore(repo, "latest", tmp_path / "t")
+    assert restored.ok
+    root = restored_root(tmp_path / "t", src)
+    assert not list(root.rglob("shadow"))
+    assert "changed type during backup" in dict(result.skips.samples).get(
+        str(src / "victim").lstrip("/") + "/", ""
+    )
+
+
+def test_files_are_read_from_the_folder_the_backup_opened_even_if_it_is_swapped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    (src / "victim").mkdir(parents=True)
+    (src / "victim" / "a.txt").write_text("first\n")
+    (src / "victim" / "shadow").write_text("the victim's own file\n")
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "shadow").write_text("root:hash\n")
+    real_readv = os.readv
+
+    def readv_then_swap(fd: int, buffers: list[memoryview]) -> int:
+        if not (src / "victim.moved").exists():  # while a.txt is read
+            _swap_for_a_link(src / "victim", secret)
+        return real_readv(fd, buffers)
+
+    monkeypatch.setattr(tarstream.os, "readv", readv_then_swap)
+    config = make_config([src], tmp_path / "dest")
+    run_backup(config, LocalStorage(tmp_path / "dest"))
+    monkeypatch.undo()
+    repo = Repository(LocalStorage(tmp_path / "dest"), "", config.slug)
+    assert run_restore(repo, "latest", tmp_path / "t").ok
+    stored = restored_root(tmp_path / "t", src) / "victim" / "shadow"
+    assert stored.read_text() == "the victim's own file\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -316,7 +317,7 @@ def decrypt(
     partial = output.with_name(f".{output.name}.partial") if not to_stdout else None
     try:
         with infile:
-            out: Any = sys.stdout.buffer if partial is None else open(partial, "wb")  # noqa: SIM115
+            out: Any = sys.stdout.buffer if partial is None else _create_new(partial)
             try:
                 for chunk in decrypt_stream(file_chunks(infile), key, source.name):
                     out.write(chunk)
@@ -333,6 +334,15 @@ def decrypt(
         if partial is not None:
             partial.unlink(missing_ok=True)
         fail(BackappError(f"cannot write {output}: {exc.strerror}"))
+
+
+def _create_new(path: Path) -> Any:
+    """Given a path, create a fresh file there (a stale file or link of that name goes; a
+    link is never written through). Raise OSError."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    return os.fdopen(fd, "wb")
 
 
 __all__ = ["EXIT_BAD_INPUT", "backup_app", "backups_app", "decrypt", "restore", "verify"]

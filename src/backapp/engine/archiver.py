@@ -56,7 +56,7 @@ class EntryArchiver:
         if item.kind == "dir":
             self.stats.dirs += 1
             entry = _meta_entry(item.path, "dir", st)
-            entry.xattrs = self._xattrs(item, item.abspath)
+            entry.xattrs = self._xattrs(item, item.proc_path(), follow=item.dir_fd is None)
             sink.write(_header(entry))
             self._lookup_parent(item.path)
             return entry
@@ -70,12 +70,13 @@ class EntryArchiver:
         if st.st_nlink > 1 and link_key in self.hardlinks:  # a hard link to a symlink
             return self._hardlink(sink, item, link_key)
         try:
-            target = os.readlink(item.abspath)
+            name, dir_fd = item.at
+            target = os.readlink(name, dir_fd=dir_fd)
         except OSError as exc:
             self.skips.skip(item.path, os_reason(exc))
             return None
         entry = _meta_entry(item.path, "symlink", st, target=target)
-        entry.xattrs = self._xattrs(item, item.abspath)
+        entry.xattrs = self._xattrs(item, item.proc_path(), follow=False)
         sink.write(_header(entry))
         self.stats.symlinks += 1
         self._done_file(0)
@@ -94,13 +95,15 @@ class EntryArchiver:
         self._lookup_parent(item.path)
         return entry
 
-    def _xattrs(self, item: ScanEntry, where: int | str) -> dict[str, bytes] | None:
-        """Given an entry and its descriptor (or path, not followed), return its extended
-        attributes; unreadable ones are a warning, not a skip."""
+    def _xattrs(
+        self, item: ScanEntry, where: int | str, *, follow: bool = True
+    ) -> dict[str, bytes] | None:
+        """Given an entry and its descriptor (or a path, followed only with ``follow``),
+        return its extended attributes; unreadable ones are a warning, not a skip."""
         if item.st.st_dev in self._no_xattrs:
             return None
         try:
-            return read_xattrs(where, follow=isinstance(where, int))
+            return read_xattrs(where, follow=follow or isinstance(where, int))
         except XattrUnsupportedError:
             self._no_xattrs.add(item.st.st_dev)
         except XattrReadError as exc:
@@ -264,7 +267,8 @@ class EntryArchiver:
 
     def _open(self, item: ScanEntry) -> int | None:
         try:
-            return os.open(item.abspath, _OPEN_FLAGS | self._noatime)
+            name, dir_fd = item.at
+            return os.open(name, _OPEN_FLAGS | self._noatime, dir_fd=dir_fd)
         except PermissionError as exc:
             if self._noatime:  # O_NOATIME needs ownership; retry without it from now on
                 self._noatime = 0

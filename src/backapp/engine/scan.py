@@ -24,12 +24,28 @@ from backapp.errors import SourceError
 
 @dataclass(slots=True)
 class ScanEntry:
-    """One entry to back up: archive path (no leading '/'), absolute path, kind, lstat."""
+    """One entry to back up: archive path (no leading '/'), absolute path (for messages),
+    kind, lstat, and where to open it: its name in the folder open as ``dir_fd`` (valid
+    while the entry is handled; None for a source folder itself, opened by path)."""
 
     path: str
     abspath: str
     kind: str  # "file" | "dir" | "symlink"
     st: os.stat_result
+    dir_fd: int | None = None
+    name: str = ""
+
+    @property
+    def at(self) -> tuple[str, int | None]:
+        """Return (name, dir_fd) to open it with (the absolute path for a source)."""
+        return (self.name, self.dir_fd) if self.dir_fd is not None else (self.abspath, None)
+
+    def proc_path(self) -> str:
+        """Return a path naming the entry itself through its folder's descriptor (for calls
+        that take no dir_fd): the folder cannot be swapped for a link meanwhile."""
+        if self.dir_fd is None:
+            return self.abspath
+        return f"/proc/self/fd/{self.dir_fd}/{self.name}"
 
 
 @dataclass
@@ -123,73 +139,112 @@ def scan(sources: list[Source], skips: SkipLog) -> Iterator[ScanEntry]:
         yield from _scan_source(src, skips)
 
 
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
 def _scan_source(src: Source, skips: SkipLog) -> Iterator[ScanEntry]:
+    """Walk one source through folder descriptors opened without following links, so a
+    folder swapped for a symlink while the backup runs is never entered."""
     filt = PatternFilter.from_patterns(src.include_patterns, src.exclude_patterns)
     root = src.path
     try:
         # The source itself may be a symlink to a directory: follow it (only there).
-        root_st = os.stat(root)
+        root_fd = os.open(root, _DIR_FLAGS)
+    except NotADirectoryError as exc:
+        raise SourceError(f"source {root} is not a directory") from exc
     except OSError as exc:
         raise SourceError(f"source {root} cannot be read: {os_reason(exc)}") from exc
-    if not stat.S_ISDIR(root_st.st_mode):
-        raise SourceError(f"source {root} is not a directory")
-    if archive_path(root, ""):
-        yield ScanEntry(archive_path(root, ""), root, "dir", root_st)
-
     # With include patterns, a directory is emitted only once something under it is
     # kept (or it matches itself), so `pending` holds the not-yet-emitted ancestors.
     # Each open folder knows whether it is included (then all below it is, as in git).
     pending: list[ScanEntry] = []
-    stack: list[tuple[str, Iterator[os.DirEntry[str]], ScanEntry | None, bool]] = []
+    stack: list[tuple[str, Iterator[os.DirEntry[str]], ScanEntry | None, bool, int]] = []
+    try:
+        root_st = os.fstat(root_fd)
+        if archive_path(root, ""):
+            yield ScanEntry(archive_path(root, ""), root, "dir", root_st)
 
-    def open_dir(abspath: str, rel: str, entry: ScanEntry | None, included: bool) -> None:
-        try:
-            with os.scandir(abspath) as it:
-                children = sorted(it, key=lambda e: e.name)
-        except OSError as exc:
-            skips.skip(archive_path(root, rel) + "/", f"directory unreadable: {os_reason(exc)}")
-            children = []
-        stack.append((rel, iter(children), entry, included))
+        def open_dir(fd: int, rel: str, entry: ScanEntry | None, included: bool) -> None:
+            try:
+                with os.scandir(fd) as it:
+                    children = sorted(it, key=lambda e: e.name)
+            except OSError as exc:
+                where = archive_path(root, rel) + "/"
+                skips.skip(where, f"directory unreadable: {os_reason(exc)}")
+                children = []
+            stack.append((rel, iter(children), entry, included, fd))
 
-    open_dir(root, "", None, filt.include is None)
-    while stack:
-        rel, children, dir_entry, inside = stack[-1]
-        child = next(children, None)
-        if child is None:
-            stack.pop()
-            if dir_entry is not None and pending and pending[-1] is dir_entry:
-                pending.pop()  # nothing below it was kept
-            continue
-        child_rel = f"{rel}/{child.name}" if rel else child.name
-        path = archive_path(root, child_rel)
-        try:
-            st = child.stat(follow_symlinks=False)
-        except OSError as exc:
-            skips.skip(path, os_reason(exc))
-            continue
-        fmt = stat.S_IFMT(st.st_mode)
-        if fmt == stat.S_IFDIR:
-            if filt.excluded(child_rel, True):
+        open_dir(root_fd, "", None, filt.include is None)
+        root_fd = -1  # the stack owns it now
+        while stack:
+            rel, children, dir_entry, inside, fd = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                os.close(fd)
+                if dir_entry is not None and pending and pending[-1] is dir_entry:
+                    pending.pop()  # nothing below it was kept
                 continue
-            entry = ScanEntry(path, child.path, "dir", st)
-            included = filt.included(child_rel, True, inside_included=inside)
-            if included:
-                yield from pending  # its ancestors, then the folder itself
-                pending.clear()
-                yield entry
-            else:
-                pending.append(entry)
-            open_dir(child.path, child_rel, entry, included)
-            continue
-        if filt.excluded(child_rel, False) or not filt.included(
-            child_rel, False, inside_included=inside
-        ):
-            continue
-        if fmt in _SPECIAL:
-            skips.skip(path, _SPECIAL[fmt])
-            continue
-        kind = "symlink" if fmt == stat.S_IFLNK else "file"
-        # Emit the ancestors this entry needs, outermost first.
-        yield from pending
-        pending.clear()
-        yield ScanEntry(path, child.path, kind, st)
+            child_rel = f"{rel}/{child.name}" if rel else child.name
+            path = archive_path(root, child_rel)
+            try:
+                st = child.stat(follow_symlinks=False)
+            except OSError as exc:
+                skips.skip(path, os_reason(exc))
+                continue
+            fmt = stat.S_IFMT(st.st_mode)
+            abspath = f"{root.rstrip('/')}/{child_rel}"
+            if fmt == stat.S_IFDIR:
+                if filt.excluded(child_rel, True):
+                    continue
+                child_fd = _open_child_dir(fd, child.name, st, path, skips)
+                if child_fd is None:
+                    continue
+                entry = ScanEntry(path, abspath, "dir", st, fd, child.name)
+                included = filt.included(child_rel, True, inside_included=inside)
+                if included:
+                    yield from pending  # its ancestors, then the folder itself
+                    pending.clear()
+                    yield entry
+                else:
+                    pending.append(entry)
+                open_dir(child_fd, child_rel, entry, included)
+                continue
+            if filt.excluded(child_rel, False) or not filt.included(
+                child_rel, False, inside_included=inside
+            ):
+                continue
+            if fmt in _SPECIAL:
+                skips.skip(path, _SPECIAL[fmt])
+                continue
+            kind = "symlink" if fmt == stat.S_IFLNK else "file"
+            # Emit the ancestors this entry needs, outermost first.
+            yield from pending
+            pending.clear()
+            yield ScanEntry(path, abspath, kind, st, fd, child.name)
+    finally:
+        if root_fd >= 0:
+            os.close(root_fd)
+        for *_, fd in stack:
+            os.close(fd)
+
+
+def _open_child_dir(
+    parent_fd: int, name: str, st: os.stat_result, path: str, skips: SkipLog
+) -> int | None:
+    """Open a folder found by the walk, never through a link; None (skipped) if it was
+    replaced meanwhile or cannot be opened."""
+    try:
+        fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            skips.skip(path + "/", "changed type during backup")
+        else:
+            skips.skip(path + "/", f"directory unreadable: {os_reason(exc)}")
+        return None
+    now = os.fstat(fd)
+    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+        os.close(fd)
+        skips.skip(path + "/", "changed during backup")
+        return None
+    return fd
