@@ -5,6 +5,7 @@ entry with a message and restores the rest; verify reports every entry restore r
 
 from __future__ import annotations
 
+import gzip
 import os
 import stat
 from collections.abc import Callable
@@ -387,3 +388,18 @@ def test_edited_block_size_or_sizes_in_backup_json_are_noted_and_restore_exactly
     restored = run_restore(w.repo, "latest", w.target, master=master_key)
     assert restored.ok, restored.errors
     assert snapshot(restored_root(w.target, w.src)) == snapshot(w.src)
+
+
+def test_a_manifest_line_or_backup_json_too_large_to_be_real_is_damage(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    manifest = object_path(w.repo, w.backup_id, "manifest.json.gz")
+    head = gzip.decompress(manifest.read_bytes()).split(b"\n", 1)[0]
+    endless = head + b"\n" + b'{"path": "' + b"a" * (20 * 1024 * 1024)  # no end of line
+    manifest.write_bytes(gzip.compress(endless))
+    with pytest.raises(IntegrityError, match="longer than"):
+        run_restore(w.repo, "latest", w.target)
+    assert "longer than" in " ".join(m for _, m in run_verify(w.repo, "latest").problems)
+    marker = object_path(w.repo, w.backup_id, "backup.json")
+    marker.write_bytes(b" " * (2 * 1024 * 1024))
+    with pytest.raises(IntegrityError, match="too large"):
+        run_restore(w.repo, "latest", w.target)

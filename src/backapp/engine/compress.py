@@ -59,16 +59,24 @@ class Codec:
         return bytes(block)
 
     def decompress(self, data: bytes, expected: int | None = None) -> bytes:
-        """Given one compressed block, return its content. Raise ArchiveError."""
+        """Given one compressed block (and the length it must have), return its content;
+        never more than that length is produced (a hostile block cannot blow up in memory).
+        Raise ArchiveError."""
         out: bytes
         try:
             if self.algorithm == "gzip":
                 dec = _deflate.decompressobj(31)
-                out = bytes(dec.decompress(data))
-                if not dec.eof or dec.unused_data:
+                out = bytes(dec.decompress(data, (expected + 1) if expected is not None else 0))
+                if dec.unconsumed_tail or not dec.eof or dec.unused_data:
                     raise ArchiveError("archive block is damaged (gzip member incomplete)")
             elif self.algorithm == "zstd":
-                out = bytes(_zstd_decompressor().decompress(data))
+                bound = {}
+                if expected is not None:
+                    # The frame says its size: a larger one is refused before allocating it.
+                    if zstandard.frame_content_size(data) > expected:
+                        raise ArchiveError("archive block is damaged (larger than a block)")
+                    bound = {"max_output_size": max(1, expected)}
+                out = bytes(_zstd_decompressor().decompress(data, **bound))
             else:
                 out = data
         except (zlib.error, _deflate.error, zstandard.ZstdError) as exc:

@@ -32,6 +32,7 @@ from backapp.errors import (
 from backapp.storage import Storage, join_key
 
 MARKER = "backup.json"
+MAX_MARKER = 1024 * 1024  # a real one is a few KiB
 FORMAT_VERSION = 1
 _ID_RE = re.compile(r"^\d{8}T\d{6}(\.\d{3})?Z-[0-9a-f]{6}$")
 
@@ -225,9 +226,11 @@ class Repository:
         Raise BackupNotFoundError, ArchiveError (damaged), UnsupportedFormatError.
         """
         try:
-            raw = self.storage.get_bytes(self.key(backup_id, MARKER))
+            raw = b"".join(self.storage.get(self.key(backup_id, MARKER), 0, MAX_MARKER + 1))
         except ObjectNotFoundError as exc:
             raise BackupNotFoundError(f"backup {backup_id} not found in {self.location}") from exc
+        if len(raw) > MAX_MARKER:
+            raise ArchiveError(f"backup {backup_id}: backup.json is damaged (far too large)")
         return parse_marker(raw, backup_id)
 
     def scan(self) -> list[ListedBackup]:

@@ -89,6 +89,8 @@ class LockHolder:
 
 
 def _holder(doc: Any) -> LockHolder | None:
+    if not isinstance(doc, dict):
+        return None
     try:
         return LockHolder(
             host=str(doc["host"]),
@@ -181,10 +183,10 @@ class RepoLock:
             if obj.key == self.key or not obj.key.endswith(".json"):
                 continue
             try:
-                holder = _holder(json.loads(self.repo.storage.get_bytes(obj.key)))
+                holder = _holder(json.loads(_read_small(self.repo, obj.key)))
             except StorageError:
                 continue  # released meanwhile
-            except ValueError:
+            except (ValueError, RecursionError):
                 holder = None
             if self._stale(obj, holder, now):
                 self._remove_stale(obj, holder)
@@ -232,14 +234,19 @@ class RepoLock:
             logger.warning("could not remove the lock %s: %s", self.key, exc)
 
 
+def _read_small(repo: Repository, key: str) -> bytes:
+    """Given a lock's key, return its content (at most 64 KiB: a lock is tiny)."""
+    return b"".join(repo.storage.get(key, 0, 64 * 1024))
+
+
 def release_locks_of(repo: Repository, backup_id: str) -> int:
     """Given a backup whose run is known dead (its worker lost), remove the locks that run
     held; return how many. Raise StorageError."""
     removed = 0
     for obj in list(repo.storage.list(join_key(repo.base, LOCKS) + "/")):
         try:
-            holder = _holder(json.loads(repo.storage.get_bytes(obj.key)))
-        except (StorageError, ValueError):
+            holder = _holder(json.loads(_read_small(repo, obj.key)))
+        except (StorageError, ValueError, RecursionError):
             continue
         if holder is not None and holder.backup_id == backup_id:
             repo.storage.delete(obj.key)

@@ -30,6 +30,7 @@ from backapp.engine.layout import is_backup_id
 from backapp.errors import ArchiveError, UnsupportedFormatError
 
 MANIFEST_VERSION = 1
+MAX_LINE = 16 * 1024 * 1024  # far beyond any real entry (attributes included)
 _SPOOL_MAX = 16 * 1024 * 1024
 
 
@@ -361,11 +362,13 @@ class ManifestReader:
 
     def _next(self) -> dict[str, Any] | None:
         try:
-            line = self._lines.readline()
+            line = self._lines.readline(MAX_LINE + 1)
         except (OSError, EOFError, ValueError, zlib.error) as exc:
             raise ArchiveError(f"{self._name} is damaged: {exc}") from exc
         if not line:
             return None
+        if len(line) > MAX_LINE:
+            raise ArchiveError(f"{self._name} is damaged: a line is longer than {MAX_LINE} bytes")
         try:
             doc = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
