@@ -9,7 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from backapp.engine.backup import run_backup
 from backapp.engine.crypto import MasterKey, encrypt_stream
+from backapp.storage.local import LocalStorage
+from tests.engine.conftest import make_config
+from tests.helpers.trees import restored_root, snapshot
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "FORMAT.md"
 
@@ -55,3 +61,57 @@ def test_standalone_recipe_rejects_a_tampered_object(tmp_path: Path) -> None:
     )
     assert run.returncode != 0
     assert b"InvalidTag" in run.stderr
+
+
+def _restore_recipe() -> str:
+    section = DOC.read_text().split("## Restore without BackApp", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, "FORMAT.md lost its standalone restore recipe"
+    return match.group(1)
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
+def test_standalone_restore_recipe_restores_an_incremental_backup_exactly(
+    tmp_path: Path, compression: str
+) -> None:
+    src = tmp_path / "src"
+    (src / "photos" / "2026").mkdir(parents=True)
+    (src / "docs").mkdir()
+    big = os.urandom(300_000)
+    (src / "photos" / "2026" / "a.jpg").write_bytes(big)
+    (src / "docs" / "notes.txt").write_text("v1\n")
+    (src / "docs" / "gone.txt").write_text("deleted later\n")
+    os.symlink("notes.txt", src / "docs" / "link")
+    os.link(src / "docs" / "notes.txt", src / "docs" / "hard")
+    os.chmod(src / "docs", 0o750)
+    options = {
+        "compression": compression != "none",
+        "compressionAlgorithm": compression if compression != "none" else "gzip",
+        "type": "incremental",
+    }
+    config = make_config([src], tmp_path / "dest", **options)
+    storage = LocalStorage(tmp_path / "dest")
+    run_backup(config, storage)
+    # A day of changes: a folder moved, a big file copied and renamed, one edited, one gone.
+    (src / "photos" / "2026").rename(src / "photos" / "archive-2026")
+    (src / "copy.jpg").write_bytes(big)
+    (src / "docs" / "notes.txt").write_text("v2, edited\n")
+    (src / "docs" / "gone.txt").unlink()
+    incr = run_backup(config, storage)
+    assert incr.info.type == "incremental" and incr.info.stats.renamed_files >= 1
+    script = tmp_path / "restore.py"
+    script.write_text(_restore_recipe())
+    target = tmp_path / "target"
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(tmp_path / "dest" / config.slug),
+            incr.backup_id,
+            str(target),
+        ],
+        capture_output=True,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr.decode()
+    assert snapshot(restored_root(target, src)) == snapshot(src)
