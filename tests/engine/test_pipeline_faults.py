@@ -230,3 +230,33 @@ def test_a_dropped_block_is_reported_as_lost_data(
     config = make_config([src], tmp_path / "dest")
     with pytest.raises(IntegrityError, match="lost"):
         run_backup(config, LocalStorage(tmp_path / "dest"), block_size=BLOCK)
+
+
+@pytest.mark.parametrize("landed", [True, False])
+def test_when_storage_cannot_say_whether_the_marker_landed_nothing_is_deleted(
+    tmp_path: Path, master_key: MasterKey, landed: bool
+) -> None:
+    src = _tree(tmp_path / "src")
+    local = LocalStorage(tmp_path / "dest")
+    storage = FaultStorage(local)
+
+    def maybe_stored_then_lost(inner: Any, key: str, data: bytes) -> None:
+        if landed:
+            inner.put_bytes(key, data)
+        raise StorageConnectionError("read timed out")
+
+    storage.inject("put", key_contains="backup.json", action=maybe_stored_then_lost)
+    storage.inject("get", key_contains="backup.json", error=StorageConnectionError("down"))
+    config = make_config([src], tmp_path / "dest", encryption=True)
+    with pytest.raises(StorageConnectionError):
+        run_backup(config, storage, key=master_key, block_size=BLOCK)
+    repo = Repository(local, "", config.slug)
+    assert len(_leftovers(tmp_path / "dest")) == (3 if landed else 2)  # nothing deleted
+    if landed:  # a marker may point at them: the backup is whole and restores
+        target = tmp_path / "restored"
+        assert run_restore(repo, "latest", target, master=master_key).ok
+        assert snapshot(restored_root(target, src)) == snapshot(src)
+    # The next run (the store answering again) keeps what is committed, removes the rest.
+    after = run_backup(config, local, key=master_key, block_size=BLOCK)
+    assert len(repo.ids()) == (2 if landed else 1)
+    assert ("left by interrupted runs" in after.cleanup_note) == (not landed)

@@ -329,7 +329,7 @@ class _BackupJob:
             self._check_stored(self.data_name, data_obj.size)
             self._check_stored(self.manifest_name, manifest_info.size)
             self.cancel.raise_if_cancelled()
-            self._commit(info)
+            self._commit(info, committed)
             # Committed: from here on a failure must not delete what the marker points to.
             committed.clear()
             self.counters.add(len(info.to_bytes()))
@@ -365,12 +365,18 @@ class _BackupJob:
                 f"{key} holds {head.size} bytes in storage, but {expected} were written"
             )
 
-    def _commit(self, info: BackupInfo) -> None:
-        """Write the commit marker; if its reply was lost, check whether it landed."""
+    def _commit(self, info: BackupInfo, committed: list[str]) -> None:
+        """Write the commit marker; if its reply was lost, check whether it landed. If that
+        cannot be told, the objects stay (``committed`` is emptied): a marker may point to
+        them, and the next run's cleanup removes them if none does."""
         try:
             self.repo.commit(info)
         except StorageError:
-            if not self.repo.holds_marker(info):
+            landed = self.repo.holds_marker(info)
+            if landed is None:
+                committed.clear()
+                raise
+            if not landed:
                 raise
             logger.warning(
                 "backup %s: the commit marker landed; its reply was lost", info.backup_id

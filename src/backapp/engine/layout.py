@@ -267,13 +267,15 @@ class Repository:
         """Given a finished backup's info, write its commit marker (the last write)."""
         self.storage.put_bytes(self.key(info.backup_id, MARKER), info.to_bytes())
 
-    def holds_marker(self, info: BackupInfo) -> bool:
+    def holds_marker(self, info: BackupInfo) -> bool | None:
         """Given a backup's info, return whether storage holds exactly its commit marker
-        (used when the reply to writing it was lost). Never raises StorageError."""
+        (used when the reply to writing it was lost); None if storage cannot say now."""
         try:
             return self.storage.get_bytes(self.key(info.backup_id, MARKER)) == info.to_bytes()
-        except StorageError:
+        except ObjectNotFoundError:
             return False
+        except StorageError:
+            return None
 
     def delete(self, backup_id: str) -> int:
         """Given a backup id, delete it, marker first; return the number of objects removed."""
