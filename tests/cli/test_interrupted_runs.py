@@ -72,13 +72,18 @@ def test_a_backup_killed_mid_upload_is_cleaned_up_by_the_next_run(
         bandwidth=1024,
     )
     process = _start(cfg, tmp_path)
-    partial = lambda: any(".partial-" in p for p in _files(dest)) if dest.exists() else False  # noqa: E731
-    _kill_when(process, lambda: partial() and any("locks/" in p for p in _files(dest)))
-    left = _files(dest)
-    assert any(".partial-" in p for p in left) and any(
-        p.startswith("cli-test/locks/") for p in left
-    )
 
+    def mid_upload() -> bool:  # the data half-written, the lock in place
+        files = _files(dest) if dest.exists() else []
+        return any(".data.tar.partial-" in f for f in files) and any(
+            f.startswith("cli-test/locks/") and f.endswith(".json") for f in files
+        )
+
+    _kill_when(process, mid_upload)
+    assert mid_upload()
+
+    # The same config, at full speed now.
+    write_config(cfg, [src], {"type": "local", "path": str(dest)}, compression=False)
     run = cli("backup", "run", "-c", str(cfg), "--json")
     assert run.returncode == 0, run.stderr
     doc = json.loads(run.stdout)

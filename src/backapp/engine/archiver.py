@@ -118,7 +118,7 @@ class EntryArchiver:
             return self._hardlink(sink, item, link_key)
 
         previous = self._lookup_parent(item.path)
-        if previous is not None and _unchanged(previous, st):
+        if previous is not None and _unchanged(previous, st) and self._usable(previous):
             entry = _meta_entry(item.path, "file", st)
             entry.size = previous.size
             entry.sha256 = previous.sha256
@@ -173,7 +173,7 @@ class EntryArchiver:
         if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
             return None
         known = self.parent.known(st.st_size, digest.hexdigest())
-        if known is None:
+        if known is None or known.backup not in self.parent.data_backups:
             return None
         entry = _meta_entry(item.path, "file", st)
         entry.size = st.st_size
@@ -187,6 +187,13 @@ class EntryArchiver:
         self.stats.total_bytes += entry.size
         self._done_file(entry.size)
         return entry
+
+    def _usable(self, previous: Entry) -> bool:
+        """Given the parent's entry of an unchanged file, return whether its data may be
+        referenced: it is in the parent or a backup the parent requires (all checked to
+        exist). Anything else is read and stored anew."""
+        assert self.parent is not None
+        return (previous.backup or self.parent.info.backup_id) in self.parent.data_backups
 
     @property
     def parent_id(self) -> str | None:

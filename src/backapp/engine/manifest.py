@@ -19,7 +19,6 @@ import binascii
 import gzip
 import io
 import json
-import re
 import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
@@ -34,27 +33,34 @@ MAX_LINE = 16 * 1024 * 1024  # far beyond any real entry (attributes included)
 _SPOOL_MAX = 16 * 1024 * 1024
 
 
-_TYPES = ("file", "dir", "symlink", "hardlink")
 _MAX_ID = 2**32 - 1
 _MAX_NS = 2**63 - 1  # what the kernel's timespec (and os.utime) can take
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def check_path(path: str) -> None:
     """Given an archive path, raise ArchiveError unless it is a relative path that stays
     below wherever it is restored: not empty or absolute, no '', '.' or '..' segment, no
     NUL, and encodable as the bytes of a file name."""
-    if not isinstance(path, str) or not path or path.startswith("/"):
-        raise ArchiveError(f"unsafe path {path!r} (absolute or empty)")
+    if not isinstance(path, str):
+        raise ArchiveError(f"unsafe path {path!r} (not a string)")
+    # One pass of C-level searches (this runs for every entry written and read).
+    wrapped = f"/{path}/"
+    if "//" in wrapped or "/./" in wrapped or "/../" in wrapped or "\x00" in path:
+        raise ArchiveError(f"unsafe path {path!r} ({_unsafe_reason(path)})")
+    if not path.isascii():
+        try:
+            path.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raise ArchiveError(f"unsafe path {path!r} (not a valid file name)") from None
+
+
+def _unsafe_reason(path: str) -> str:
+    if not path or path.startswith("/"):
+        return "absolute or empty"
     if "\x00" in path:
-        raise ArchiveError(f"unsafe path {path!r} (contains NUL)")
-    for part in path.split("/"):
-        if part in ("", ".", ".."):
-            raise ArchiveError(f"unsafe path {path!r} (contains {part!r})")
-    try:
-        path.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        raise ArchiveError(f"unsafe path {path!r} (not a valid file name)") from None
+        return "contains NUL"
+    bad = next(part for part in path.split("/") if part in ("", ".", ".."))
+    return f"contains {bad!r}"
 
 
 @dataclass(slots=True)
@@ -112,25 +118,52 @@ class Entry:
         """Given a manifest line, return the Entry, checked as restore needs it (a safe
         path, numbers in range, a file's data location). Raise ArchiveError naming it."""
         path = doc.get("path")
+        get = doc.get
         try:
             check_path(path)  # type: ignore[arg-type]
+            mode, uid, gid, mtime = doc["mode"], doc["uid"], doc["gid"], doc["mtime"]
+            size, inode, ctime = get("size", 0), get("inode", 0), get("ctime", 0)
+            # One expression for the common case (this runs for every entry read).
+            if not (
+                type(mode) is int
+                and 0 <= mode <= 0o7777
+                and type(uid) is int
+                and 0 <= uid <= _MAX_ID
+                and type(gid) is int
+                and 0 <= gid <= _MAX_ID
+                and type(mtime) is int
+                and -_MAX_NS <= mtime <= _MAX_NS
+                and type(size) is int
+                and 0 <= size <= _MAX_NS
+                and type(inode) is int
+                and 0 <= inode < 2**64
+                and type(ctime) is int
+                and -_MAX_NS <= ctime <= _MAX_NS
+            ):
+                values = (mode, uid, gid, mtime, size, inode, ctime)
+                for v, (name, low, high) in zip(values, _NUMBERS, strict=True):
+                    _int(v, name, low, high)  # names the first that is wrong
+            offset = get("offset")
+            if offset is not None:
+                _int(offset, "offset", 0, _MAX_NS)
+            xattrs = get("xattrs")
             entry = cls(
-                path=path,  # type: ignore[arg-type]
-                type=doc["type"],
-                mode=_int(doc, "mode", 0, 0o7777),
-                uid=_int(doc, "uid", 0, _MAX_ID),
-                gid=_int(doc, "gid", 0, _MAX_ID),
-                mtime_ns=_int(doc, "mtime", -_MAX_NS, _MAX_NS),
-                size=_int(doc, "size", 0, _MAX_NS, default=0),
-                sha256=doc.get("sha256"),
-                target=doc.get("target"),
-                backup=doc.get("backup"),
-                offset=_int(doc, "offset", 0, _MAX_NS, default=None),
-                inode=_int(doc, "inode", 0, 2**64 - 1, default=0),
-                ctime_ns=_int(doc, "ctime", -_MAX_NS, _MAX_NS, default=0),
-                partial=doc.get("partial", False) is True,
-                sparse=doc.get("sparse", False) is True,
-                xattrs=_xattrs(doc.get("xattrs")),
+                path,  # type: ignore[arg-type]
+                doc["type"],
+                mode,
+                uid,
+                gid,
+                mtime,
+                size,
+                get("sha256"),
+                get("target"),
+                get("backup"),
+                offset,
+                inode,
+                ctime,
+                get("partial", False) is True,
+                get("sparse", False) is True,
+                None if xattrs is None else _xattrs(xattrs),
             )
             entry._check()
         except KeyError as exc:
@@ -140,34 +173,51 @@ class Entry:
         return entry
 
     def _check(self) -> None:
-        if self.type not in _TYPES:
-            raise ArchiveError(f"unknown type {self.type!r}")
-        if self.type == "file":
-            if self.offset is None or not isinstance(self.sha256, str):
+        kind = self.type
+        if kind == "file":
+            sha = self.sha256
+            if self.offset is None or type(sha) is not str:
                 raise ArchiveError("a file without its data location (offset, sha256)")
-            if not _SHA256.match(self.sha256):
+            if len(sha) != 64 or sha.strip(_HEX):
                 raise ArchiveError("sha256 is not a SHA-256 digest")
-            if self.backup is not None and not is_backup_id(self.backup):
-                raise ArchiveError(f"its data is in {self.backup!r}, which is not a backup id")
-        elif self.type in ("symlink", "hardlink"):
+            backup = self.backup
+            if backup is not None and backup not in _SEEN_IDS:
+                if type(backup) is not str or not is_backup_id(backup):
+                    raise ArchiveError(f"its data is in {backup!r}, which is not a backup id")
+                if len(_SEEN_IDS) < 10_000:
+                    _SEEN_IDS.add(backup)
+        elif kind in ("symlink", "hardlink"):
             if not isinstance(self.target, str) or not self.target or "\x00" in self.target:
                 raise ArchiveError("a link without a target")
-            if self.type == "hardlink":
+            if kind == "hardlink":
                 check_path(self.target)
             else:
                 try:
                     self.target.encode("utf-8", "surrogateescape")
                 except UnicodeEncodeError:
                     raise ArchiveError("link target is not a valid file name") from None
+        elif kind != "dir":
+            raise ArchiveError(f"unknown type {kind!r}")
 
 
-def _int(doc: dict[str, Any], name: str, low: int, high: int, default: Any = ...) -> Any:
-    if name not in doc:
-        if default is ...:
-            raise KeyError(name)
-        return default
-    value = doc[name]
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+# (field, lowest, highest) of the numbers of an entry, in from_json's order.
+_NUMBERS: tuple[tuple[str, int, int], ...] = (
+    ("mode", 0, 0o7777),
+    ("uid", 0, _MAX_ID),
+    ("gid", 0, _MAX_ID),
+    ("mtime", -_MAX_NS, _MAX_NS),
+    ("size", 0, _MAX_NS),
+    ("inode", 0, 2**64 - 1),
+    ("ctime", -_MAX_NS, _MAX_NS),
+)
+_HEX = "0123456789abcdef"
+_SEEN_IDS: set[str] = set()  # backup ids already checked (entries repeat a few of them)
+
+
+def _int(value: Any, name: str, low: int, high: int) -> int:
+    """Given a field's value, return it if it is an integer in [low, high] (not a bool).
+    Raise ArchiveError naming the field."""
+    if type(value) is not int or not low <= value <= high:
         raise ArchiveError(f"{name} {value!r} is out of range")
     return value
 
@@ -188,9 +238,11 @@ def _xattrs(doc: Any) -> dict[str, bytes] | None:
     return out
 
 
-def order_key(path: str) -> tuple[str, ...]:
-    """Given an archive path, return the key that sorts entries in archive order."""
-    return tuple(path.split("/"))
+def order_key(path: str) -> str:
+    """Given an archive path, return the key that sorts entries in archive order (depth
+    first, names sorted): the path with '/' as NUL, which sorts below every character a
+    name can hold, so comparing keys compares paths part by part."""
+    return path.replace("/", "\x00")
 
 
 class EntryRules:
@@ -207,7 +259,7 @@ class EntryRules:
     def __init__(self, backup_id: str, requires: Iterable[str] | None = None) -> None:
         self.backup_id = backup_id
         self.requires = None if requires is None else frozenset(requires)
-        self._last: tuple[str, ...] | None = None
+        self._last: str | None = None
         self._barrier: tuple[str, str] | None = None  # (path + "/", its type)
         self.links: dict[str, list[str]] = {}  # hard-link target -> the links naming it
 
@@ -351,6 +403,22 @@ class ManifestReader:
                 where = doc.get("path") if isinstance(doc.get("path"), str) else None
                 self._problems.append((where or f"{self._name}, entry {self.lines}", str(exc)))
 
+    def skip_to_trailer(self) -> Trailer:
+        """Return the trailer without parsing the entries before it (for the block table
+        of a backup whose entries are not needed). Raise ArchiveError."""
+        while self.trailer is None:
+            try:
+                line = self._lines.readline(MAX_LINE + 1)
+            except (OSError, EOFError, ValueError, zlib.error) as exc:
+                raise ArchiveError(f"{self._name} is damaged: {exc}") from exc
+            if not line:
+                raise ArchiveError(f"{self._name} is truncated (no end record)")
+            if line.startswith(b'{"end":'):  # entries start with '{"path":'
+                doc = json.loads(line)
+                if isinstance(doc, dict) and doc.get("end") is True:
+                    self.trailer = _trailer(doc, self.header, self._name)
+        return self.trailer
+
     def read_trailer(self) -> Trailer:
         """Consume the remaining entries (if any are left) and return the trailer."""
         if self.trailer is not None:
@@ -383,10 +451,10 @@ def _trailer(doc: dict[str, Any], header: dict[str, Any], name: str) -> Trailer:
     block_size = header.get("blockSize", 0)
     try:
         trailer = Trailer(
-            entries=_int(doc, "entries", 0, _MAX_NS, default=0),
-            blocks=[_int({"block": b}, "block", 1, _MAX_NS) for b in blocks],
-            tar_size=_int(doc, "tarSize", 0, _MAX_NS, default=0),
-            block_size=_int({"blockSize": block_size}, "blockSize", 0, 2**31),
+            entries=_int(doc.get("entries", 0), "entries", 0, _MAX_NS),
+            blocks=[_int(b, "block", 1, _MAX_NS) for b in blocks],
+            tar_size=_int(doc.get("tarSize", 0), "tarSize", 0, _MAX_NS),
+            block_size=_int(block_size, "blockSize", 0, 2**31),
             extra={k: v for k, v in doc.items() if k not in ("end", "entries", "blocks")},
         )
     except (ArchiveError, TypeError) as exc:

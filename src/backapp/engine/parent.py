@@ -16,7 +16,7 @@ from typing import IO
 
 from backapp.engine.crypto import MasterKey
 from backapp.engine.layout import BackupInfo, Repository
-from backapp.engine.manifest import Entry, EntryRules, ManifestReader, order_key
+from backapp.engine.manifest import Entry, ManifestReader, order_key
 from backapp.engine.objects import read_object
 from backapp.engine.streams import as_file
 from backapp.errors import ArchiveError, BackupNotFoundError, IntegrityError, ObjectNotFoundError
@@ -82,17 +82,20 @@ class ParentCursor:
         self._reader = reader
         self._entries: Iterator[Entry] = iter(reader)
         self.problem: str | None = None  # set if the manifest turned out damaged mid-way
-        self._rules = EntryRules(info.backup_id, info.requires)
+        self._last: str | None = None  # the order key of the last entry read
+        # Unchanged files may point at the data of these backups only (checked to exist).
+        self.data_backups = frozenset([info.backup_id, *info.requires])
         self._current: Entry | None = self._next()
         self._passed_files = 0
 
     def _next(self) -> Entry | None:
         try:
             entry = next(self._entries, None)
-            problem = self._rules.problem(entry) if entry is not None else None
-            if problem is not None:
-                assert entry is not None
-                raise ArchiveError(f"{self._name}: {entry.path!r} {problem}")
+            if entry is not None:
+                key = order_key(entry.path)
+                if self._last is not None and key <= self._last:
+                    raise ArchiveError(f"{self._name}: {entry.path!r} is out of archive order")
+                self._last = key
             return entry
         except IntegrityError as exc:
             # From here on nothing is known of the parent: files are read and stored anew.

@@ -110,7 +110,7 @@ def run_restore(
         plan = RestorePlan(select)
         for entry in snap.entries():
             plan.add(entry)
-        targets = snap.link_targets()
+        targets = snap.link_targets(plan.known_entries(snap.link_target_paths))
         if select is not None and not plan.anything():
             wanted = ", ".join(select.patterns)
             raise RestoreError(f"nothing in backup {backup_id} matches {wanted}")

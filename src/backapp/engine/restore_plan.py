@@ -92,6 +92,16 @@ class RestorePlan:
                 self._wanted[entry.target].append(entry)
                 self.link_targets.add(entry.target)
 
+    def known_entries(self, paths: frozenset[str]) -> dict[str, Entry]:
+        """Given paths, return the entries of them this plan kept (files and symlinks)."""
+        if not paths:
+            return {}
+        found = {e.path: e for e in self.links if e.type == "symlink" and e.path in paths}
+        for entry in self.kept or ():
+            if entry.path in paths:
+                found[entry.path] = entry
+        return found
+
     def settle_links(
         self, targets: dict[str, Entry], bad: set[str], detach: set[str] | None = None
     ) -> None:

@@ -159,6 +159,7 @@ def _scan_source(src: Source, skips: SkipLog) -> Iterator[ScanEntry]:
     # Each open folder knows whether it is included (then all below it is, as in git).
     pending: list[ScanEntry] = []
     stack: list[tuple[str, Iterator[os.DirEntry[str]], ScanEntry | None, bool, int]] = []
+    base = root.rstrip("/")
     try:
         root_st = os.fstat(root_fd)
         if archive_path(root, ""):
@@ -193,7 +194,7 @@ def _scan_source(src: Source, skips: SkipLog) -> Iterator[ScanEntry]:
                 skips.skip(path, os_reason(exc))
                 continue
             fmt = stat.S_IFMT(st.st_mode)
-            abspath = f"{root.rstrip('/')}/{child_rel}"
+            abspath = f"{base}/{child_rel}"
             if fmt == stat.S_IFDIR:
                 if filt.excluded(child_rel, True):
                     continue

@@ -175,22 +175,31 @@ class Snapshot:
                 pass
         return self._trailers[self.backup_id]
 
-    def link_targets(self) -> dict[str, Entry]:
+    @property
+    def link_target_paths(self) -> frozenset[str]:
+        """After the first pass, return the paths that hard links name."""
+        return frozenset(self._links)
+
+    def link_targets(self, known: dict[str, Entry] | None = None) -> dict[str, Entry]:
         """After the first pass, return the entries hard links name (files or symlinks);
-        a hard link naming anything else is noted in ``problems``. One more pass over the
-        manifest, only if it has hard links."""
+        a hard link naming anything else is noted in ``problems``. Given the entries the
+        caller kept from the first pass (``known``), one more pass over the manifest is
+        made only for targets it lacks."""
         if not self._complete:
             for _ in self.entries():
                 pass
         if self._targets is not None:
             return self._targets
-        found: dict[str, Entry] = {}
+        found = {
+            path: entry
+            for path, entry in (known or {}).items()
+            if path in self._links and entry.type in ("file", "symlink")
+        }
         self._targets = found
-        if not self._links:
-            return found
-        for entry in self.entries():
-            if entry.path in self._links and entry.type in ("file", "symlink"):
-                found[entry.path] = entry
+        if len(found) < len(self._links):
+            for entry in self.entries():
+                if entry.path in self._links and entry.type in ("file", "symlink"):
+                    found[entry.path] = entry
         for target, links in self._links.items():
             if target not in found:
                 for link in links:
@@ -224,7 +233,7 @@ class Snapshot:
         if trailer is None:
             with spool_manifest(self.repo, info, self.master) as spool:
                 reader = ManifestReader(spool, f"manifest of backup {info.backup_id}")
-                trailer = self._trailers[info.backup_id] = reader.read_trailer()
+                trailer = self._trailers[info.backup_id] = reader.skip_to_trailer()
         return ArchiveReader(self.repo, info, trailer, self.master)
 
 

@@ -125,7 +125,7 @@ def _verify(
         try:
             for entry in snap.entries():
                 plan.add(entry)
-            targets = snap.link_targets()
+            targets = snap.link_targets(plan.known_entries(snap.link_target_paths))
         except IntegrityError as exc:
             result.problems.append((snap.manifest_key, str(exc)))
             return
