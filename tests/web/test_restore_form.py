@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pathspec
 import pytest
 from starlette.datastructures import FormData
 
+from backapp.domain.gitignore import GitIgnore
 from backapp.domain.patterns import exact_path_pattern, pattern_path
 from backapp.web.formatting import backup_moment, file_mode
 from backapp.web.restore_form import RestoreForm
@@ -17,11 +17,11 @@ from backapp.web.restore_form import RestoreForm
     "path", ["home/me/docs", "a/b*c.txt", "a/[x] y", "a/!bang", "a/#hash", "a/back\\slash", "a/sp "]
 )
 def test_a_picked_path_selects_itself_and_what_is_below_it_and_nothing_else(path: str) -> None:
-    spec = pathspec.GitIgnoreSpec.from_lines([exact_path_pattern(path)])
-    assert spec.match_file(path)
-    assert spec.match_file(path + "/inner/file.txt")
-    assert not spec.match_file(path + "x")
-    assert not spec.match_file("elsewhere/" + path)
+    spec = GitIgnore([exact_path_pattern(path)])
+    assert spec.matches(path, False) and spec.matches(path, True)
+    assert spec.matches(path + "/inner/file.txt", False)
+    assert not spec.matches(path + "x", False)
+    assert not spec.matches("elsewhere/" + path, False)
     assert pattern_path(exact_path_pattern(path)) == "/" + path
 
 
