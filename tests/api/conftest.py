@@ -138,6 +138,12 @@ def viewer(app: FastAPI, ctx: AppContext) -> Api:
 
 
 @pytest.fixture
+def operator(app: FastAPI, ctx: AppContext) -> Api:
+    """The API as an operator sees it: runs, restores and reads backed-up files."""
+    return Api(app, ctx, add_user(ctx, "operator", VIEWER_PASSWORD, "operator"))
+
+
+@pytest.fixture
 def anonymous(app: FastAPI) -> TestClient:
     """A client that sends no credentials."""
     return TestClient(app)

@@ -108,7 +108,9 @@ def test_a_valid_token_is_accepted_and_identifies_its_user(api: Api) -> None:
     assert response.json() == {"username": "admin", "role": "admin", "via": "token"}
 
 
-def test_a_viewer_reads_everything_and_changes_nothing(app: FastAPI, api: Api, viewer: Api) -> None:
+def test_a_viewer_reads_everything_but_file_content_and_changes_nothing(
+    app: FastAPI, api: Api, viewer: Api
+) -> None:
     for method, url in api_routes(app):
         if url.startswith("/api/auth/"):
             continue  # a viewer may see who they are and end their own session
@@ -135,6 +137,31 @@ def test_a_viewer_reads_everything_and_changes_nothing(app: FastAPI, api: Api, v
     assert viewer.post("/api/backups/execute", json={"configId": created["id"]}).status_code == 403
     assert api.get(f"/api/backups/configs/{created['id']}").json() == created
     assert api.get("/api/backups/logs").json() == []
+
+
+def test_an_operator_runs_and_reads_backups_but_manages_nothing(api: Api, operator: Api) -> None:
+    doc = {
+        "name": "Operated",
+        "enabled": True,
+        "sources": [{"path": "/data"}],
+        "destination": {"type": "local", "path": "/tmp/operated-nowhere"},
+        "schedule": {"cronExpression": "0 2 * * *", "timezone": "UTC"},
+        "options": {"type": "full", "compression": True, "encryption": False},
+    }
+    created = api.create_config(doc)
+    for method, url, body in (
+        ("POST", "/api/backups/configs", {**doc, "name": "Not allowed"}),
+        ("PATCH", f"/api/backups/configs/{created['id']}", {"enabled": False}),
+        ("DELETE", f"/api/backups/configs/{created['id']}", None),
+        ("POST", "/api/backups/destinations/test", {"type": "local", "path": "/tmp"}),
+    ):
+        response = operator.client.request(method, url, json=body)
+        assert response.status_code == 403, (method, url, response.text)
+        assert "admin role" in response.json()["error"]
+    queued = operator.post("/api/backups/execute", json={"configId": created["id"]})
+    assert queued.status_code == 202, queued.text
+    cancelled = operator.post(f"/api/backups/logs/{queued.json()['id']}/cancel")
+    assert cancelled.status_code == 202, cancelled.text
 
 
 def test_login_sets_an_http_only_same_site_lax_session_cookie(api: Api, app: FastAPI) -> None:

@@ -116,13 +116,19 @@ def test_verify_passes_on_a_good_backup_and_fails_naming_the_damage(
 
 
 def test_browse_a_backup_tree_and_download_one_file(
-    api: Api, viewer: Api, worker: object, source: Path, dest: Path
+    api: Api, operator: Api, viewer: Api, worker: object, source: Path, dest: Path
 ) -> None:
     config_id, backup = _backed_up(api, source, dest, encryption=True)
     base = f"/api/backups/configs/{config_id}/backups/{backup['backupId']}"
+    docs_path = str(source / "docs").lstrip("/")
+    # A viewer watches runs, alerts and statistics, but reads no backed-up content.
+    assert viewer.get(f"{base}/tree").status_code == 403
+    denied = viewer.get(f"{base}/file", params={"path": f"{docs_path}/readme.txt"})
+    assert denied.status_code == 403 and "operator or admin" in denied.json()["error"]
+    assert viewer.get(f"/api/backups/configs/{config_id}/backups").status_code == 200
+    viewer = operator
     top = viewer.get(f"{base}/tree").json()
     assert [e["name"] for e in top["entries"]] == [str(source).strip("/").split("/")[0]]
-    docs_path = str(source / "docs").lstrip("/")
     listing = viewer.get(f"{base}/tree", params={"path": docs_path}).json()
     assert [(e["name"], e["type"], e.get("size")) for e in listing["entries"]] == [
         ("notes.md", "file", 8),

@@ -125,7 +125,7 @@ def test_a_viewer_sees_no_edit_controls_and_the_server_refuses_their_changes(
     ):
         response = request.post(path, form={"csrf_token": token, "name": "taken over"})
         assert response.status == 403, path
-        assert "read-only" in response.text(), path
+        assert "role (this account: viewer)" in response.text(), path
     assert request.get("/backups/new").status == 403
     assert request.get(f"/backups/{config_id}/edit").status == 403
     # Nothing changed.

@@ -227,41 +227,34 @@ def test_admin_browses_downloads_restores_picked_paths_and_verifies_a_backup(
     shoot(page, "logs-restores")
 
 
-def test_a_viewer_browses_and_downloads_but_cannot_restore_or_verify(
+def test_a_viewer_reads_no_backed_up_content_and_an_operator_browses_and_downloads(
     server: Server, open_page: Callable[[Server], Page], tmp_path: Path
 ) -> None:
     admin = open_page(server)
     log_in(admin)
     config_id, tree, _ = back_up(admin, tmp_path, "Shared")
     backup_id = admin.locator("#stored-backups tbody tr").get_attribute("data-backup")
-    server.cli(
-        "user", "create", "viewer", "--role", "viewer", "--password-stdin",
-        stdin=VIEWER_PASSWORD + "\n",
-    )  # fmt: skip
-
-    page = open_page(server)
-    log_in(page, "viewer", VIEWER_PASSWORD)
-    page.goto(f"/backups/{config_id}")
-    row = page.locator("#stored-backups tbody tr")
-    expect(row.get_by_role("link", name=re.compile("Browse"))).to_be_visible()
-    expect(row.get_by_role("link", name=re.compile("Restore"))).to_have_count(0)
-    expect(row.get_by_role("button")).to_have_count(0)
-    row.get_by_role("link", name=re.compile("Browse")).click()
-    expect(page.get_by_role("link", name="docs/")).to_be_visible()
-    expect(page.get_by_role("checkbox")).to_have_count(0)
-    expect(page.get_by_role("button", name=re.compile("Restore"))).to_have_count(0)
-    expect(page.get_by_role("link", name=re.compile("Restore"))).to_have_count(0)
-    shoot(page, "browse-viewer")
-    with page.expect_download() as download:
-        page.locator("tr[data-entry$='/notes.md']").get_by_role(
-            "link", name=re.compile("Download")
-        ).click()
-    assert Path(download.value.path()).read_bytes() == (tree / "notes.md").read_bytes()
-
+    for name, role in (("viewer", "viewer"), ("operator", "operator")):
+        server.cli(
+            "user", "create", name, "--role", role, "--password-stdin",
+            stdin=VIEWER_PASSWORD + "\n",
+        )  # fmt: skip
     base = f"/backups/{config_id}/backups/{backup_id}"
-    request = page.context.request
-    token = csrf_of(page)
-    assert request.get(f"{base}/restore").status == 403
+
+    viewer = open_page(server)
+    log_in(viewer, "viewer", VIEWER_PASSWORD)
+    viewer.goto(f"/backups/{config_id}")
+    row = viewer.locator("#stored-backups tbody tr")
+    expect(row).to_have_count(1)  # the backup is listed...
+    expect(row.get_by_role("link")).to_have_count(0)  # ...but not browsable nor restorable
+    expect(row.get_by_role("button")).to_have_count(0)
+    request = viewer.context.request
+    token = csrf_of(viewer)
+    notes = str(tree / "notes.md").lstrip("/")
+    for url in (f"{base}/browse", f"{base}/download?path={notes}", f"{base}/restore"):
+        response = request.get(url)
+        assert response.status == 403, url
+        assert "not the content of backups" in response.text(), url
     for path, form in (
         (f"{base}/restore", {"csrf_token": token, "where": "new", "what": "all"}),
         (f"{base}/restore", {"csrf_token": token, "action": "pick", "path": "x"}),
@@ -269,7 +262,21 @@ def test_a_viewer_browses_and_downloads_but_cannot_restore_or_verify(
     ):
         response = request.post(path, form=form)
         assert response.status == 403, path
-        assert "read-only" in response.text(), path
+        assert "operator or admin role" in response.text(), path
+
+    page = open_page(server)
+    log_in(page, "operator", VIEWER_PASSWORD)
+    page.goto(f"/backups/{config_id}")
+    row = page.locator("#stored-backups tbody tr")
+    expect(row.get_by_role("link", name=re.compile("Restore"))).to_be_visible()
+    row.get_by_role("link", name=re.compile("Browse")).click()
+    expect(page.get_by_role("link", name="docs/")).to_be_visible()
+    shoot(page, "browse-operator")
+    with page.expect_download() as download:
+        page.locator("tr[data-entry$='/notes.md']").get_by_role(
+            "link", name=re.compile("Download")
+        ).click()
+    assert Path(download.value.path()).read_bytes() == (tree / "notes.md").read_bytes()
     admin.goto("/backups/logs")
     expect(admin.locator("table.runs tbody tr")).to_have_count(1)  # only the backup
 

@@ -58,9 +58,20 @@ def current_identity(request: Request, ctx: CtxDep) -> Identity:
 def admin_identity(identity: Annotated[Identity, Depends(current_identity)]) -> Identity:
     """Return the caller's identity if it is an admin. Raise PermissionDeniedError (403)."""
     if not identity.is_admin:
-        raise PermissionDeniedError("this account is read-only (viewer)")
+        raise PermissionDeniedError(f"this needs the admin role (this account: {identity.role})")
+    return identity
+
+
+def operator_identity(identity: Annotated[Identity, Depends(current_identity)]) -> Identity:
+    """Return the caller's identity if it may operate (run, restore, read backed-up files).
+    Raise PermissionDeniedError (403)."""
+    if not identity.can_operate:
+        raise PermissionDeniedError(
+            f"this needs the operator or admin role (this account: {identity.role})"
+        )
     return identity
 
 
 UserDep = Annotated[Identity, Depends(current_identity)]
+OperatorDep = Annotated[Identity, Depends(operator_identity)]
 AdminDep = Annotated[Identity, Depends(admin_identity)]

@@ -102,8 +102,9 @@ def check_caller(request: Request) -> None:
     calls = _dependency_calls(request)
     if deps.current_identity in calls:
         identity = deps.current_identity(request, deps.get_ctx(request))
-        if deps.admin_identity in calls:
-            deps.admin_identity(identity)
+        for check in (deps.operator_identity, deps.admin_identity):
+            if check in calls:
+                check(identity)
 
 
 def _response(exc: BackappError) -> JSONResponse:

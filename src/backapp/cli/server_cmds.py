@@ -42,7 +42,14 @@ def db_upgrade() -> None:
 @user_app.command("create")
 def user_create(
     name: Annotated[str, typer.Argument(help="Username.")],
-    role: Annotated[str, typer.Option("--role", help="admin or viewer.")] = "viewer",
+    role: Annotated[
+        str,
+        typer.Option(
+            "--role",
+            help="admin (everything), operator (run, restore, read backed-up files) or "
+            "viewer (runs, alerts, statistics).",
+        ),
+    ] = "viewer",
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read the password from standard input.")
     ] = False,

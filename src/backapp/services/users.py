@@ -17,7 +17,15 @@ from backapp.errors import ConfigError, ConflictError, NotFoundError
 
 logger = logging.getLogger(__name__)
 
-ROLES = ("admin", "viewer")
+# What each role may do: "watch" (configs, runs, alerts, statistics, lists of backups),
+# "operate" (run, cancel, verify, browse and download file content, restore, acknowledge)
+# and "manage" (configs, destinations, users). The one table the API and pages ask.
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "admin": frozenset({"watch", "operate", "manage"}),
+    "operator": frozenset({"watch", "operate"}),
+    "viewer": frozenset({"watch"}),
+}
+ROLES = tuple(PERMISSIONS)
 SESSION_COOKIE = "backapp_session"  # the browser session, shared by the API and the web UI
 SESSION_LIFETIME = timedelta(days=7)
 _hasher = PasswordHasher()
@@ -35,10 +43,19 @@ class Identity:
     via: str  # "session" | "token"
     csrf_token: str | None = None
 
+    def may(self, action: str) -> bool:
+        """Given "watch", "operate" or "manage", return whether this identity may."""
+        return action in PERMISSIONS.get(self.role, frozenset())
+
     @property
     def is_admin(self) -> bool:
-        """Return whether this identity may change things."""
-        return self.role == "admin"
+        """Return whether this identity may manage configs, destinations and users."""
+        return self.may("manage")
+
+    @property
+    def can_operate(self) -> bool:
+        """Return whether this identity may run, restore and read backed-up content."""
+        return self.may("operate")
 
 
 def _digest(token: str) -> str:

@@ -46,8 +46,13 @@ class WebUser:
 
     @property
     def is_admin(self) -> bool:
-        """Return whether this user may change things."""
+        """Return whether this user may manage configs, destinations and users."""
         return self.identity.is_admin
+
+    @property
+    def can_operate(self) -> bool:
+        """Return whether this user may run, restore and read backed-up content."""
+        return self.identity.can_operate
 
     @property
     def username(self) -> str:
@@ -80,11 +85,25 @@ PageUser = Annotated[WebUser, Depends(page_user)]
 def admin_page(user: PageUser) -> WebUser:
     """Return the user if they may edit. Raise PermissionDeniedError (403)."""
     if not user.is_admin:
-        raise PermissionDeniedError("this account is read-only (viewer): it cannot change things")
+        raise PermissionDeniedError(
+            f"this needs the admin role (this account: {user.identity.role})"
+        )
+    return user
+
+
+def operator_page(user: PageUser) -> WebUser:
+    """Return the user if they may operate (run, restore, read backed-up files). Raise
+    PermissionDeniedError (403)."""
+    if not user.can_operate:
+        raise PermissionDeniedError(
+            f"this needs the operator or admin role (this account: {user.identity.role}): "
+            "a viewer sees runs, alerts and statistics, not the content of backups"
+        )
     return user
 
 
 AdminPage = Annotated[WebUser, Depends(admin_page)]
+OperatorPage = Annotated[WebUser, Depends(operator_page)]
 
 
 @dataclass(frozen=True)
@@ -113,6 +132,21 @@ async def admin_post(request: Request, user: PageUser) -> Posted:
 
 
 AdminPost = Annotated[Posted, Depends(admin_post)]
+
+
+async def operator_post(request: Request, user: PageUser) -> Posted:
+    """Return the posted form of an operator or admin. Raise PermissionDeniedError."""
+    form = await request.form(max_fields=MAX_FORM_FIELDS)
+    sent = form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER)
+    if not tokens_match(sent if isinstance(sent, str) else None, user.csrf_token):
+        raise PermissionDeniedError(
+            "the form's security token is missing or out of date: reload the page and try again"
+        )
+    operator_page(user)
+    return Posted(user, form)
+
+
+OperatorPost = Annotated[Posted, Depends(operator_post)]
 
 
 async def user_post(request: Request, user: PageUser) -> Posted:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from backapp.api.deps import SESSION_COOKIE, AdminDep, CtxDep, UserDep
+from backapp.api.deps import SESSION_COOKIE, AdminDep, CtxDep, OperatorDep, UserDep
 from backapp.domain.config import Destination
 from backapp.errors import AuthenticationError
 from backapp.services import alerts as alert_service
@@ -45,7 +45,7 @@ def list_alerts(
 
 
 @router.post("/api/alerts/{alert_id}/acknowledge")
-def acknowledge_alert(ctx: CtxDep, user: AdminDep, alert_id: str) -> dict[str, Any]:
+def acknowledge_alert(ctx: CtxDep, user: OperatorDep, alert_id: str) -> dict[str, Any]:
     """Mark an alert as acknowledged (by the caller, now)."""
     with ctx.db.session() as session:
         return alert_service.to_json(alert_service.acknowledge(session, alert_id, user.username))

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from backapp.api.deps import AdminDep, CtxDep, UserDep
+from backapp.api.deps import CtxDep, OperatorDep
 from backapp.domain.patterns import exact_path_pattern
 from backapp.services import configs as config_service
 from backapp.services import restores
@@ -59,7 +59,7 @@ def _config(ctx: AppContext, config_id: str) -> tuple[Any, str]:
 
 
 @router.post("/restore", status_code=202)
-def restore(ctx: CtxDep, user: AdminDep, body: RestoreRequest) -> dict[str, Any]:
+def restore(ctx: CtxDep, user: OperatorDep, body: RestoreRequest) -> dict[str, Any]:
     """Queue a restore of a backup (all of it, or `include`d paths); returns the restore run."""
     document, slug = _config(ctx, body.config_id)
     plan = restores.plan_restore(
@@ -79,7 +79,7 @@ def restore(ctx: CtxDep, user: AdminDep, body: RestoreRequest) -> dict[str, Any]
 
 
 @router.post("/verify", status_code=202)
-def verify(ctx: CtxDep, user: AdminDep, body: VerifyRequest) -> dict[str, Any]:
+def verify(ctx: CtxDep, user: OperatorDep, body: VerifyRequest) -> dict[str, Any]:
     """Queue a verification of a backup (quick, or `full`); returns the verify run."""
     document, slug = _config(ctx, body.config_id)
     backup_id = ctx.repository(document, slug).resolve(body.backup_id)
@@ -94,7 +94,7 @@ def verify(ctx: CtxDep, user: AdminDep, body: VerifyRequest) -> dict[str, Any]:
 @router.get("/configs/{config_id}/backups/{backup_id}/tree")
 def browse(
     ctx: CtxDep,
-    user: UserDep,
+    user: OperatorDep,
     config_id: str,
     backup_id: str,
     path: Annotated[str, Query(max_length=4096)] = "",
@@ -107,7 +107,7 @@ def browse(
 @router.get("/configs/{config_id}/backups/{backup_id}/file")
 def download(
     ctx: CtxDep,
-    user: UserDep,
+    user: OperatorDep,
     config_id: str,
     backup_id: str,
     path: Annotated[str, Query(min_length=1, max_length=4096)],

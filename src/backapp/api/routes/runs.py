@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from backapp.api.deps import AdminDep, CtxDep, UserDep
+from backapp.api.deps import CtxDep, OperatorDep, UserDep
 from backapp.services import configs as config_service
 from backapp.services import runs as run_service
 
@@ -24,7 +24,7 @@ class ExecuteRequest(BaseModel):
 
 
 @router.post("/execute", status_code=202)
-def execute(ctx: CtxDep, user: AdminDep, body: ExecuteRequest) -> dict[str, Any]:
+def execute(ctx: CtxDep, user: OperatorDep, body: ExecuteRequest) -> dict[str, Any]:
     """Queue a backup of a configuration now; it runs asynchronously. Returns the run."""
     with ctx.db.session() as session:
         config = config_service.get(session, body.config_id)
@@ -57,7 +57,7 @@ def get_log(ctx: CtxDep, user: UserDep, run_id: str) -> dict[str, Any]:
 
 
 @router.post("/logs/{run_id}/cancel", status_code=202)
-def cancel(ctx: CtxDep, user: AdminDep, run_id: str) -> dict[str, Any]:
+def cancel(ctx: CtxDep, user: OperatorDep, run_id: str) -> dict[str, Any]:
     """Cancel a queued or running run (a running backup stops within seconds)."""
     with ctx.db.session() as session:
         run = run_service.request_cancel(session, run_id, user.username)

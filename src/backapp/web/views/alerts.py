@@ -11,7 +11,7 @@ from backapp.services import alerts as alert_service
 from backapp.services import configs as config_service
 from backapp.web.rendering import redirect, render
 from backapp.web.routing import WebRoute
-from backapp.web.security import AdminPost, CtxDep, PageUser
+from backapp.web.security import CtxDep, OperatorPost, PageUser
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 
@@ -34,7 +34,7 @@ def alerts(
 
 
 @router.post("/alerts/{alert_id}/acknowledge")
-def acknowledge(request: Request, ctx: CtxDep, posted: AdminPost, alert_id: str) -> Response:
+def acknowledge(request: Request, ctx: CtxDep, posted: OperatorPost, alert_id: str) -> Response:
     """Mark an alert acknowledged by the current user."""
     try:
         with ctx.db.session() as session:

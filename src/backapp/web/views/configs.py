@@ -20,7 +20,15 @@ from backapp.web.forms import (
 )
 from backapp.web.rendering import local_path, redirect, render
 from backapp.web.routing import WebRoute
-from backapp.web.security import AdminPage, AdminPost, CtxDep, PageUser, Posted, WebUser
+from backapp.web.security import (
+    AdminPage,
+    AdminPost,
+    CtxDep,
+    OperatorPost,
+    PageUser,
+    Posted,
+    WebUser,
+)
 from backapp.web.views.restores import start_path
 from backapp.web.views.tools import check_destination, fire_times, timezone_names
 
@@ -220,7 +228,7 @@ def delete_config(request: Request, ctx: CtxDep, posted: AdminPost, config_id: s
 
 
 @router.post("/backups/{config_id}/run")
-def run_now(request: Request, ctx: CtxDep, posted: AdminPost, config_id: str) -> Response:
+def run_now(request: Request, ctx: CtxDep, posted: OperatorPost, config_id: str) -> Response:
     """Queue a backup of the configuration now, and go back where the button was."""
     back = local_path(str(posted.form.get("next") or ""), f"/backups/{config_id}")
     try:

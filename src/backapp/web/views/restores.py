@@ -20,7 +20,7 @@ from backapp.services.context import AppContext
 from backapp.web.rendering import redirect, render
 from backapp.web.restore_form import LABELS, RestoreForm, errors_by_field
 from backapp.web.routing import WebRoute
-from backapp.web.security import AdminPage, AdminPost, CtxDep, PageUser, WebUser
+from backapp.web.security import CtxDep, OperatorPage, OperatorPost, WebUser
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def _crumbs(path: str) -> list[tuple[str, str]]:
 def browse(
     request: Request,
     ctx: CtxDep,
-    user: PageUser,
+    user: OperatorPage,
     config_id: str,
     backup_id: str,
     path: PathQuery = "",
@@ -101,7 +101,7 @@ def browse(
 @router.get("/backups/{config_id}/backups/{backup_id}/download")
 def download(
     ctx: CtxDep,
-    user: PageUser,
+    user: OperatorPage,
     config_id: str,
     backup_id: str,
     path: Annotated[str, Query(min_length=1, max_length=4096)],
@@ -171,7 +171,7 @@ def _form_page(
 def restore_form(
     request: Request,
     ctx: CtxDep,
-    user: AdminPage,
+    user: OperatorPage,
     config_id: str,
     backup_id: str,
     path: Annotated[list[str] | None, Query()] = None,
@@ -183,7 +183,7 @@ def restore_form(
 
 @router.post("/backups/{config_id}/backups/{backup_id}/restore")
 def restore(
-    request: Request, ctx: CtxDep, posted: AdminPost, config_id: str, backup_id: str
+    request: Request, ctx: CtxDep, posted: OperatorPost, config_id: str, backup_id: str
 ) -> Response:
     """Queue the restore and go to its run's page; or show the form again, as typed."""
     stored = load_stored(ctx, config_id, backup_id)
@@ -214,7 +214,7 @@ def restore(
 
 @router.post("/backups/{config_id}/backups/{backup_id}/verify")
 def verify(
-    request: Request, ctx: CtxDep, posted: AdminPost, config_id: str, backup_id: str
+    request: Request, ctx: CtxDep, posted: OperatorPost, config_id: str, backup_id: str
 ) -> Response:
     """Queue a quick or full verification of the backup and go to its run's page."""
     mode = posted.form.get("mode")

@@ -20,7 +20,7 @@ from backapp.services.context import AppContext
 from backapp.web.formatting import progress_view
 from backapp.web.rendering import local_path, redirect, render
 from backapp.web.routing import WebRoute
-from backapp.web.security import AdminPost, CtxDep, PageUser
+from backapp.web.security import CtxDep, OperatorPost, PageUser
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 
@@ -99,7 +99,7 @@ def run_summary(request: Request, ctx: CtxDep, user: PageUser, run_id: str) -> R
 
 
 @router.post("/backups/logs/{run_id}/cancel")
-def cancel_run(request: Request, ctx: CtxDep, posted: AdminPost, run_id: str) -> Response:
+def cancel_run(request: Request, ctx: CtxDep, posted: OperatorPost, run_id: str) -> Response:
     """Cancel a queued or running run (a running one stops within seconds)."""
     back = local_path(str(posted.form.get("next") or ""), f"/backups/logs/{run_id}")
     try:
