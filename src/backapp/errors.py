@@ -24,6 +24,7 @@
     ├── ConflictError               the request conflicts with the current state
     │   └── RepositoryLockedError       another run holds the lock of a config's backups
     ├── AuthenticationError         no valid credentials
+    │   └── TooManyAttemptsError        too many failed logins: wait ``retry_after`` seconds
     └── PermissionDeniedError       valid credentials, but not allowed
 
 Foreign exceptions (botocore, OSError, SQLAlchemy) are translated where they
@@ -138,6 +139,14 @@ class RepositoryLockedError(ConflictError):
 
 class AuthenticationError(BackappError):
     """Missing or invalid credentials."""
+
+
+class TooManyAttemptsError(AuthenticationError):
+    """Too many failed logins (for the account, from the address, or at once)."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class PermissionDeniedError(BackappError):

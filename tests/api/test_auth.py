@@ -292,3 +292,112 @@ def test_passwords_are_stored_as_argon2_hashes(api: Api, viewer: Api, ctx: AppCo
         assert password_hash.startswith("$argon2id$")
         assert ADMIN_PASSWORD not in password_hash
         assert VIEWER_PASSWORD not in password_hash
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _login(client: TestClient, username: str, password: str) -> Any:
+    return client.post("/api/auth/login", json={"username": username, "password": password})
+
+
+def test_guessing_one_account_meets_429s_that_grow_and_a_success_clears_them(
+    api: Api, app: FastAPI, ctx: AppContext
+) -> None:
+    from backapp.services.logins import ACCOUNT_FREE, LoginGuard
+
+    clock = _Clock()
+    ctx.logins = LoginGuard(clock=clock)
+    client = TestClient(app)
+    for _ in range(ACCOUNT_FREE):
+        assert _login(client, "admin", "wrong-password").status_code == 401
+    locked = _login(client, "admin", ADMIN_PASSWORD)  # even the right password waits
+    assert locked.status_code == 429
+    assert locked.headers["Retry-After"] == "1"
+    assert "too many failed logins for this account" in locked.json()["error"]
+    clock.now += 1.5
+    assert _login(client, "admin", "wrong-password").status_code == 401
+    again = _login(client, "admin", "wrong-password")
+    assert again.status_code == 429 and again.headers["Retry-After"] == "2"  # doubled
+    clock.now += 2.5
+    assert _login(client, "admin", ADMIN_PASSWORD).status_code == 200
+    assert _login(client, "admin", "wrong-password").status_code == 401  # counted anew
+
+
+def test_guessing_many_accounts_from_one_address_meets_429s(
+    api: Api, app: FastAPI, ctx: AppContext
+) -> None:
+    from backapp.services.logins import ADDRESS_LIMIT, WINDOW, LoginGuard
+
+    clock = _Clock()
+    ctx.logins = LoginGuard(clock=clock)
+    client = TestClient(app)
+    for n in range(ADDRESS_LIMIT):
+        assert _login(client, f"user{n}", "guess-password").status_code == 401
+    refused = _login(client, "admin", ADMIN_PASSWORD)
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) > 60
+    clock.now += WINDOW + 1
+    assert _login(client, "admin", ADMIN_PASSWORD).status_code == 200
+
+
+def test_parallel_guessers_never_hash_more_than_a_few_passwords_at_once(
+    api: Api, app: FastAPI, ctx: AppContext, monkeypatch: Any
+) -> None:
+    import threading
+
+    from backapp.services import users
+    from backapp.services.logins import HASHING_SLOTS
+
+    running, most = 0, 0
+    lock = threading.Lock()
+    real = users.authenticate
+
+    def counted(*args: Any) -> Any:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        try:
+            return real(*args)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(users, "authenticate", counted)
+    client = TestClient(app)
+    codes: list[int] = []
+
+    def guess(n: int) -> None:
+        for i in range(3):
+            codes.append(_login(client, f"guesser{n}-{i}", "guess-password").status_code)
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most <= HASHING_SLOTS
+    assert set(codes) <= {401, 429}
+    assert api.get("/api/auth/me").status_code == 200  # the server still answers
+
+
+def test_the_login_page_says_when_to_try_again(api: Api, app: FastAPI, ctx: AppContext) -> None:
+    from backapp.services.logins import ACCOUNT_FREE, LoginGuard
+
+    ctx.logins = LoginGuard(clock=_Clock())
+    client = TestClient(app)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text)
+    assert token
+    form = {"username": "admin", "password": "wrong-password", "csrf_token": token.group(1)}
+    for _ in range(ACCOUNT_FREE):
+        assert "Wrong username or password" in client.post("/login", data=form).text
+    page = client.post("/login", data={**form, "password": ADMIN_PASSWORD})
+    assert page.status_code == 429
+    assert page.headers["Retry-After"] == "1"
+    assert "try again in 1 s" in page.text

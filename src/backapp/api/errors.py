@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,6 +24,7 @@ from backapp.errors import (
     NotFoundError,
     PermissionDeniedError,
     StorageError,
+    TooManyAttemptsError,
 )
 
 logger = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ _STATUS: list[tuple[type[BackappError], int]] = [
     (NotFoundError, 404),
     (BackupNotFoundError, 404),
     (ConflictError, 409),
+    (TooManyAttemptsError, 429),
     (AuthenticationError, 401),
     (PermissionDeniedError, 403),
     (StorageError, 502),
@@ -111,6 +114,8 @@ def _response(exc: BackappError) -> JSONResponse:
     status = status_for(exc)
     problems = exc.problems if isinstance(exc, ConfigError) else None
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, TooManyAttemptsError):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     return JSONResponse(error_body(exc.message, problems), status, headers=headers)
 
 

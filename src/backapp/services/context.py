@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from backapp.db import Database
 from backapp.domain.config import BackupConfig, LocalDestination, S3Destination
 from backapp.engine.crypto import MasterKey
 from backapp.engine.layout import Repository
 from backapp.engine.progress import CancelToken
+from backapp.services.logins import LoginGuard
 from backapp.settings import Settings
 from backapp.storage import Storage
 from backapp.storage.factory import open_storage
@@ -21,6 +22,7 @@ class AppContext:
 
     settings: Settings
     db: Database
+    logins: LoginGuard = field(default_factory=LoginGuard)
 
     def master_key(self, *, required: bool) -> MasterKey | None:
         """Return the encryption key (None if unset and not required). Raise EncryptionKeyError."""

@@ -14,6 +14,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from backapp.db import ApiToken, Session, User, WebSession, utcnow
 from backapp.db.repositories import users as repo
 from backapp.errors import ConfigError, ConflictError, NotFoundError
+from backapp.services.logins import LoginGuard
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,22 @@ def create_user(session: Session, username: str, password: str, role: str) -> Us
         raise ConflictError(f"user {username!r} already exists")
     user = User(username=username, password_hash=_hasher.hash(password), role=role)
     repo.add(session, user)
+    return user
+
+
+def log_in(
+    session: Session, guard: LoginGuard, username: str, password: str, address: str
+) -> User | None:
+    """Given credentials and where they come from, return the user if the password
+    matches, else None; attempts are counted and limited (see services/logins.py).
+    Raise TooManyAttemptsError."""
+    guard.check(username, address)
+    with guard.hashing():
+        user = authenticate(session, username, password)
+    if user is None:
+        guard.failed(username, address)
+    else:
+        guard.succeeded(username)
     return user
 
 

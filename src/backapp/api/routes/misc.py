@@ -63,7 +63,8 @@ class LoginRequest(BaseModel):
 def login(ctx: CtxDep, request: Request, response: Response, body: LoginRequest) -> dict[str, Any]:
     """Start a session: sets an HttpOnly cookie and returns the CSRF token to send back."""
     with ctx.db.session() as session:
-        user = users.authenticate(session, body.username, body.password)
+        address = request.client.host if request.client else ""
+        user = users.log_in(session, ctx.logins, body.username, body.password, address)
         if user is None:
             raise AuthenticationError("wrong username or password")
         cookie, csrf = users.open_session(session, user)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request, Response
 
+from backapp.errors import TooManyAttemptsError
 from backapp.services import users
 from backapp.web.rendering import local_path, redirect, render
 from backapp.web.routing import WebRoute
@@ -73,8 +75,16 @@ def login(
             status=403,
             error="The login form expired. Please try again.",
         )
+    address = request.client.host if request.client else ""
     with ctx.db.session() as session:
-        user = users.authenticate(session, username.strip(), password)
+        try:
+            user = users.log_in(session, ctx.logins, username.strip(), password, address)
+        except TooManyAttemptsError as exc:
+            page = _login_page(
+                request, next_url, username=username, status=429, error=f"{exc.message}."
+            )
+            page.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+            return page
         if user is None:
             # 200, as for every form shown again with its errors (Django does the same).
             return _login_page(
