@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse
 from backapp import __version__, web
 from backapp.api import errors
 from backapp.api.deps import UserDep
+from backapp.api.limits import BodyLimit
 from backapp.api.routes import configs, misc, restores, runs
 from backapp.db import Database
 from backapp.services.context import AppContext
@@ -44,6 +45,7 @@ def create_app(ctx: AppContext) -> FastAPI:
         redoc_url=None,
     )
     app.state.ctx = ctx
+    app.add_middleware(BodyLimit)
     errors.install(app)
     app.include_router(configs.router)
     app.include_router(runs.router)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from pathlib import Path
@@ -303,3 +304,30 @@ def test_concurrent_patches_of_different_fields_lose_no_update(api: Api) -> None
     assert final["options"]["retentionDays"] == rounds
     assert final["destination"]["prefix"] == f"p{rounds}"
     assert final["version"] == 1 + 2 * rounds
+
+
+def test_a_lone_surrogate_or_too_many_sources_is_422_and_listing_keeps_working(
+    api: Api, source: Path, dest: Path
+) -> None:
+    bad_path = config_doc([source], local_destination(dest))
+    bad_path["sources"] = [{"path": "/data/caf\udce9"}]
+    raw = json.dumps(bad_path)  # the escape "\\udce9", as any JSON client may send it
+    refused = api.client.post(
+        "/api/backups/configs",
+        content=raw,
+        headers={**bearer(api.token), "Content-Type": "application/json"},
+    )
+    assert refused.status_code == 422
+    assert [p["field"] for p in refused.json()["problems"]] == ["sources[0].path"]
+    many = config_doc([source], local_destination(dest))
+    many["sources"] = [{"path": f"/data/{i}"} for i in range(10_000)]
+    refused = api.post("/api/backups/configs", json=many)
+    assert refused.status_code == 422 and "at most 100" in refused.text
+    assert api.get("/api/backups/configs").status_code == 200
+
+
+def test_a_body_beyond_a_megabyte_is_413_before_it_is_read(api: Api) -> None:
+    huge = {"name": "x" * (10 * 1024 * 1024)}
+    response = api.post("/api/backups/configs", json=huge)
+    assert response.status_code == 413
+    assert "at most 1048576 bytes" in response.json()["error"]

@@ -470,3 +470,37 @@ def test_source_paths_with_dot_dot_are_refused_with_the_field(given: str) -> Non
     document = example(sources=[{"path": "/ok"}, {"path": given}])
     assert problem_paths(document) == ["sources[1].path"]
     assert "'..'" in problem_message(document)
+
+
+@pytest.mark.parametrize(
+    ("sections", "field", "words"),
+    [
+        ({"sources": [{"path": f"/data/{i}"} for i in range(101)]}, "sources", "at most 100"),
+        (
+            {"sources": [{"path": "/data", "excludePatterns": ["*.tmp"] * 1001}]},
+            "sources[0].excludePatterns",
+            "at most 1000 items",
+        ),
+        ({"sources": [{"path": "/" + "a" * 5000}]}, "sources[0].path", "at most 4096"),
+        ({"sources": [{"path": "/data/\ud800"}]}, "sources[0].path", "lone surrogate"),
+        ({"name": "caf\udce9"}, "name", "unicode"),
+        (
+            {"sources": [{"path": "/d", "excludePatterns": ["\udcff*"]}]},
+            "sources[0].excludePatterns",
+            "lone surrogate",
+        ),
+    ],
+)
+def test_limits_and_unstorable_text_are_refused_with_the_field(
+    sections: dict[str, Any], field: str, words: str
+) -> None:
+    document = example(**sections)
+    assert problem_paths(document) == [field]
+    assert words in problem_message(document).lower()
+
+
+def test_a_config_document_beyond_the_size_limit_is_refused() -> None:
+    patterns = ["p" * 4000] * 40
+    document = example(sources=[{"path": f"/d{i}", "excludePatterns": patterns} for i in range(3)])
+    with pytest.raises(ConfigError, match="at most 262144 are allowed"):
+        parse_config(document)

@@ -22,6 +22,7 @@ from pydantic import (
     Tag,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -31,6 +32,33 @@ from backapp.errors import ConfigError
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
+# Limits of a config (422 naming the field and the limit): far beyond real use, small
+# enough that no document can exhaust a server.
+MAX_SOURCES = 100
+MAX_PATTERNS = 1000  # per list of patterns
+MAX_TEXT = 4096  # characters of any text field (a path, a pattern, an endpoint)
+MAX_CONFIG_BYTES = 256 * 1024  # of the whole document, as JSON
+
+
+def check_text(value: str) -> str:
+    """Given a text field's value, return it if it can be stored and shown: no NUL (no path,
+    key or PostgreSQL string holds one), valid Unicode (no lone surrogate), at most
+    MAX_TEXT characters. Raise ValueError."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    if len(value) > MAX_TEXT:
+        raise ValueError(f"must be at most {MAX_TEXT} characters (it has {len(value)})")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(
+                "must be valid Unicode text (it holds a lone surrogate: a name that is not "
+                "UTF-8 cannot be configured; give a folder above it)"
+            ) from None
+    return value
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
@@ -38,11 +66,16 @@ class _Model(BaseModel):
 
     @field_validator("*", mode="after")
     @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        # NUL can be neither a path, a key nor a PostgreSQL string: refuse it everywhere.
-        texts = value if isinstance(value, list) else [value]
-        if any(isinstance(t, str) and "\x00" in t for t in texts):
-            raise ValueError("must not contain NUL characters")
+    def _storable(cls, value: Any) -> Any:
+        # Every text field, alone or in a list, is checked the same way.
+        if isinstance(value, str):
+            check_text(value)
+        elif isinstance(value, list):
+            if len(value) > MAX_PATTERNS:
+                raise ValueError(f"must have at most {MAX_PATTERNS} items (it has {len(value)})")
+            for item in value:
+                if isinstance(item, str):
+                    check_text(item)
         return value
 
     def to_json_dict(self) -> dict[str, Any]:
@@ -205,10 +238,24 @@ class BackupConfig(_Model):
 
     name: str = Field(min_length=1, max_length=200)
     enabled: bool
-    sources: list[Source] = Field(min_length=1)
+    sources: list[Source] = Field(min_length=1, max_length=MAX_SOURCES)
     destination: Destination
     schedule: ScheduleSpec
     options: Options
+
+    @model_validator(mode="before")
+    @classmethod
+    def _size(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            try:
+                size = len(json.dumps(data, default=str))
+            except (TypeError, ValueError, RecursionError):
+                return data  # the fields say what is wrong
+            if size > MAX_CONFIG_BYTES:
+                raise ValueError(
+                    f"the configuration is {size} bytes; at most {MAX_CONFIG_BYTES} are allowed"
+                )
+        return data
 
     @field_validator("name")
     @classmethod

@@ -7,9 +7,10 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from backapp.api.deps import CtxDep, OperatorDep
+from backapp.domain.config import MAX_PATTERNS, check_text
 from backapp.domain.patterns import exact_path_pattern
 from backapp.services import configs as config_service
 from backapp.services import restores
@@ -41,6 +42,16 @@ class RestoreRequest(BaseModel):
     existing: Literal["refuse", "overwrite", "skip", "keep-both"] | None = Field(
         None, description="What to do with files already there"
     )
+
+    @field_validator("target", "include", "paths")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str):
+                check_text(text)
+        if isinstance(value, list) and len(value) > MAX_PATTERNS:
+            raise ValueError(f"must have at most {MAX_PATTERNS} items")
+        return value
 
 
 class VerifyRequest(BaseModel):
