@@ -62,9 +62,11 @@ class SourceError(BackappError):
 
 
 class StorageError(BackappError):
-    """Storage failed; ``transient`` says whether retrying may help."""
+    """Storage failed; ``transient`` says whether retrying may help, ``retried`` whether the
+    backend has retried it already (a wrapper then does not try again)."""
 
     transient = False
+    retried = False
 
 
 class StorageCredentialsError(StorageError):

@@ -194,14 +194,15 @@ def test_patterns_select_what_is_backed_up(tmp_path: Path) -> None:
 
 
 def test_cancel_stops_a_bandwidth_limited_backup_within_seconds(tmp_path: Path) -> None:
-    from backapp.storage.wrappers import ThrottledStorage
+    from backapp.storage.wrappers import ThrottledStorage, TokenBucket
 
     src = tmp_path / "src"
     src.mkdir()
     (src / "big.bin").write_bytes(os.urandom(8 * 1024 * 1024))
     cancel = CancelToken()
     local = LocalStorage(tmp_path / "dest")
-    slow = ThrottledStorage(local, 256 * 1024, sleep=cancel.wait)  # 8 MiB would take 32 s
+    bucket = TokenBucket(256 * 1024, sleep=cancel.wait)  # 8 MiB would take 32 s
+    slow = ThrottledStorage(local, bucket, None)
     config = make_config([src], tmp_path / "dest", compression=False)
     timer = threading.Timer(1.0, cancel.cancel, args=("stopped by test",))
     timer.start()

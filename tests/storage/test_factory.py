@@ -28,16 +28,19 @@ def test_local_destination_opens_a_retrying_local_storage_without_its_prefix(
     assert (tmp_path / "cfg" / "backup.json").read_bytes() == b"{}"  # the engine adds prefixes
 
 
-def test_bandwidth_limit_wraps_the_storage_in_a_throttle_of_that_many_kib(
+def test_bandwidth_limits_wrap_the_storage_in_throttles_of_that_many_kib(
     tmp_path: Path,
 ) -> None:
     destination = LocalDestination(type="local", path=str(tmp_path))
 
-    storage = open_storage(destination, bandwidth_kbps=512)
+    storage = open_storage(destination, upload_kbps=512, download_kbps=128)
 
     assert isinstance(storage, ThrottledStorage)
-    assert storage.upload.rate == 512 * 1024
+    assert storage.upload is not None and storage.upload.rate == 512 * 1024
+    assert storage.download is not None and storage.download.rate == 128 * 1024
     assert isinstance(storage.inner, RetryingStorage)
+    reading = open_storage(destination, download_kbps=128)
+    assert isinstance(reading, ThrottledStorage) and reading.upload is None
 
 
 def test_destination_endpoint_wins_over_the_default_endpoint() -> None:

@@ -20,6 +20,7 @@ from backapp.storage import (
     ObjectInfo,
     ObjectWriter,
     RetryingStorage,
+    Storage,
     ThrottledStorage,
     TokenBucket,
     TransferCallback,
@@ -242,10 +243,12 @@ def test_list_resumes_after_the_last_key_it_yielded(flaky: FlakyStorage, clock: 
     assert flaky.count("list") == 2
 
 
-def test_token_bucket_allows_one_second_of_burst_then_holds_the_rate(clock: FakeClock) -> None:
+def test_token_bucket_allows_a_quarter_second_of_burst_then_holds_the_rate(
+    clock: FakeClock,
+) -> None:
     bucket = TokenBucket(1000, clock=clock, sleep=clock.sleep)
 
-    bucket.consume(1000)
+    bucket.consume(250)
     assert clock.now == 0
 
     bucket.consume(500)
@@ -257,21 +260,28 @@ def test_token_bucket_allows_one_second_of_burst_then_holds_the_rate(clock: Fake
 
 def test_token_bucket_refills_while_idle_but_never_beyond_its_capacity(clock: FakeClock) -> None:
     bucket = TokenBucket(1000, clock=clock, sleep=clock.sleep)
-    bucket.consume(1000)
+    bucket.consume(250)
 
     clock.now += 60  # a long pause must not bank a minute of burst
-    bucket.consume(1000)
+    bucket.consume(250)
     assert clock.sleeps == []
 
-    bucket.consume(250)
-    assert clock.sleeps == [pytest.approx(0.25)]
+    bucket.consume(100)
+    assert clock.sleeps == [pytest.approx(0.1)]
+
+
+def _limited(inner: Storage, rate: int, clock: FakeClock | None = None) -> ThrottledStorage:
+    if clock is None:
+        return ThrottledStorage(inner, TokenBucket(rate), TokenBucket(rate))
+    upload = TokenBucket(rate, clock=clock, sleep=clock.sleep)
+    return ThrottledStorage(inner, upload, TokenBucket(rate, clock=clock, sleep=clock.sleep))
 
 
 def test_throttled_writer_keeps_to_the_rate_in_small_steps(
     tmp_path: Path, clock: FakeClock
 ) -> None:
     inner = LocalStorage(tmp_path)
-    storage = ThrottledStorage(inner, 10_000, clock=clock, sleep=clock.sleep)
+    storage = _limited(inner, 10_000, clock)
     data = os.urandom(100_000)
     writes: list[int] = []
 
@@ -280,26 +290,26 @@ def test_throttled_writer_keeps_to_the_rate_in_small_steps(
     writer.commit()
 
     assert inner.get_bytes("k") == data
-    assert clock.now == pytest.approx(9.0)  # one second of burst, then 10 kB/s
-    assert max(writes) <= 10_000
-    assert max(clock.sleeps) <= 1.0
+    assert clock.now == pytest.approx(9.75)  # a quarter second of burst, then 10 kB/s
+    assert max(writes) <= 2_500
+    assert max(clock.sleeps) <= 0.25
 
 
 def test_throttled_get_and_put_bytes_keep_to_the_rate(tmp_path: Path, clock: FakeClock) -> None:
     inner = LocalStorage(tmp_path)
-    storage = ThrottledStorage(inner, 10_000, clock=clock, sleep=clock.sleep)
+    storage = _limited(inner, 10_000, clock)
     data = os.urandom(50_000)
 
     storage.put_bytes("k", data)
-    assert clock.now == pytest.approx(4.0)
+    assert clock.now == pytest.approx(4.75)
 
     assert b"".join(storage.get("k")) == data
-    assert clock.now == pytest.approx(8.0)  # downloads have a bucket of their own
+    assert clock.now == pytest.approx(9.5)  # downloads have a bucket of their own
 
 
 def test_throttled_upload_takes_real_time_at_the_configured_rate(tmp_path: Path) -> None:
     inner = LocalStorage(tmp_path)
-    storage = ThrottledStorage(inner, 100 * 1024)
+    storage = _limited(inner, 100 * 1024)
     data = os.urandom(300 * 1024)
 
     started = time.monotonic()
@@ -309,6 +319,6 @@ def test_throttled_upload_takes_real_time_at_the_configured_rate(tmp_path: Path)
     writer.commit()
     elapsed = time.monotonic() - started
 
-    # 100 KiB of burst, then 200 KiB at 100 KiB/s.
-    assert 1.9 <= elapsed <= 3.0
+    # 25 KiB of burst, then 275 KiB at 100 KiB/s.
+    assert 2.6 <= elapsed <= 3.6
     assert inner.get_bytes("k") == data

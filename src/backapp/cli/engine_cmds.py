@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 
@@ -15,20 +15,23 @@ from backapp.cli.output import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     UsageError,
+    err_console,
     fail,
     human_bytes,
     out_console,
     progress_bar,
 )
+from backapp.cli.signals import EXIT_INTERRUPTED, interruptible
 from backapp.domain.config import BackupConfig, load_config_file
 from backapp.domain.patterns import exact_path_pattern
 from backapp.engine.backup import run_backup
 from backapp.engine.crypto import MasterKey, decrypt_stream
 from backapp.engine.layout import Repository
+from backapp.engine.progress import CancelToken
 from backapp.engine.restore import run_restore
 from backapp.engine.streams import file_chunks
 from backapp.engine.verify import run_verify
-from backapp.errors import BackappError, EncryptionKeyError, IntegrityError
+from backapp.errors import BackappError, CancelledError, EncryptionKeyError, IntegrityError
 from backapp.settings import Settings
 from backapp.storage import Storage
 from backapp.storage.factory import open_storage
@@ -58,18 +61,35 @@ def master_key(settings: Settings, *, required: bool) -> MasterKey | None:
     return MasterKey.configured(secret.get_secret_value() if secret else None, required=required)
 
 
-def open_config_storage(config: BackupConfig, settings: Settings) -> Storage:
-    """Given a config, return its destination storage (with retry and bandwidth limit)."""
+def open_config_storage(
+    config: BackupConfig, settings: Settings, cancel: CancelToken, *, upload: bool = False
+) -> Storage:
+    """Given a config, return its destination storage: retries, the config's download limit,
+    its upload limit if ``upload``, and stopping within seconds of a cancel."""
     return open_storage(
         config.destination,
         default_endpoint=settings.aws_s3_endpoint,
-        bandwidth_kbps=config.options.bandwidth,
+        upload_kbps=config.options.bandwidth if upload else None,
+        download_kbps=config.options.download_bandwidth,
+        sleep=cancel.wait,
+        cancelled=lambda: cancel.cancelled,
     )
 
 
-def repository_for(config: BackupConfig, settings: Settings) -> Repository:
-    """Given a config, return the repository of its backups."""
-    return Repository(open_config_storage(config, settings), config.destination.prefix, config.slug)
+def repository_for(config: BackupConfig, settings: Settings, cancel: CancelToken) -> Repository:
+    """Given a config, return the repository of its backups (for reading)."""
+    return Repository(
+        open_config_storage(config, settings, cancel), config.destination.prefix, config.slug
+    )
+
+
+def _interrupted(exc: CancelledError, as_json: bool) -> NoReturn:
+    message = f"{exc.message}: stopped and cleaned up"
+    if as_json:
+        print(json.dumps({"status": "cancelled", "error": message}))
+    else:
+        err_console.print(f"[bold yellow]{message}[/]")
+    raise typer.Exit(EXIT_INTERRUPTED)
 
 
 @backup_app.command("run")
@@ -79,9 +99,12 @@ def backup_run(config_file: ConfigFile, as_json: JsonFlag = False) -> None:
         config = load_config_file(config_file)
         settings = _settings()
         key = master_key(settings, required=config.options.encryption)
-        storage = open_config_storage(config, settings)
-        with progress_bar(not as_json, f"Backing up {config.name}") as on_progress:
-            result = run_backup(config, storage, key=key, progress=on_progress)
+        with interruptible() as cancel:
+            storage = open_config_storage(config, settings, cancel, upload=True)
+            with progress_bar(not as_json, f"Backing up {config.name}") as on_progress:
+                result = run_backup(config, storage, key=key, progress=on_progress, cancel=cancel)
+    except CancelledError as exc:
+        _interrupted(exc, as_json)
     except BackappError as exc:
         fail(exc, as_json=as_json)
     doc = result.to_json()
@@ -114,7 +137,10 @@ def backups_list(config_file: ConfigFile, as_json: JsonFlag = False) -> None:
     """List the backups that exist in storage for a config, oldest first."""
     try:
         config = load_config_file(config_file)
-        listed = repository_for(config, _settings()).scan()
+        with interruptible() as cancel:
+            listed = repository_for(config, _settings(), cancel).scan()
+    except CancelledError as exc:
+        _interrupted(exc, as_json)
     except BackappError as exc:
         fail(exc, as_json=as_json)
     if as_json:
@@ -209,18 +235,20 @@ def restore(
     try:
         config = load_config_file(config_file)
         settings = _settings()
-        repo = repository_for(config, settings)
         key = master_key(settings, required=False)
-        with progress_bar(not as_json, "Restoring") as on_progress:
+        with interruptible() as cancel, progress_bar(not as_json, "Restoring") as on_progress:
             result = run_restore(
-                repo,
+                repository_for(config, settings, cancel),
                 backup,
                 target or Path("/"),
                 master=key,
                 include=patterns,
                 existing=policy,
                 progress=on_progress,
+                cancel=cancel,
             )
+    except CancelledError as exc:
+        _interrupted(exc, as_json)
     except BackappError as exc:
         fail(exc, as_json=as_json)
     doc = result.to_json()
@@ -264,14 +292,17 @@ def verify(
     try:
         config = load_config_file(config_file)
         settings = _settings()
-        with progress_bar(not as_json, "Verifying") as on_progress:
+        with interruptible() as cancel, progress_bar(not as_json, "Verifying") as on_progress:
             result = run_verify(
-                repository_for(config, settings),
+                repository_for(config, settings, cancel),
                 backup,
                 master=master_key(settings, required=False),
                 full=full,
                 progress=on_progress,
+                cancel=cancel,
             )
+    except CancelledError as exc:
+        _interrupted(exc, as_json)
     except BackappError as exc:
         fail(exc, as_json=as_json)
     if as_json:

@@ -224,6 +224,9 @@ class Options(_Model):
     encryption: bool = False
     retention_days: int | None = Field(None, ge=1)
     bandwidth: int | None = Field(None, ge=1, description="upload limit in KB/s (1 KB = 1024 B)")
+    download_bandwidth: int | None = Field(
+        None, ge=1, description="download limit in KB/s for restore and verify (extension)"
+    )
     full_every: int = Field(7, ge=1, description="every Nth backup of a chain is full")
     verify_schedule: str | None = None
 

@@ -34,27 +34,38 @@ class AppContext:
     def storage_for(
         self,
         destination: S3Destination | LocalDestination,
-        bandwidth_kbps: int | None = None,
         *,
+        upload_kbps: int | None = None,
+        download_kbps: int | None = None,
         retry: bool = True,
         cancel: CancelToken | None = None,
     ) -> Storage:
-        """Given a destination, return its storage (with retries and bandwidth limit).
+        """Given a destination, return its storage (with retries and bandwidth limits).
 
-        With a cancel token, waiting for bandwidth ends as soon as the run is cancelled.
+        With a cancel token, waiting (for storage or for bandwidth) ends within seconds of
+        a cancel.
         """
         return open_storage(
             destination,
             default_endpoint=self.settings.aws_s3_endpoint,
-            bandwidth_kbps=bandwidth_kbps,
+            upload_kbps=upload_kbps,
+            download_kbps=download_kbps,
             retry=retry,
             sleep=cancel.wait if cancel is not None else time.sleep,
+            cancelled=(lambda: cancel.cancelled) if cancel is not None else None,
         )
 
-    def repository(self, config: BackupConfig, slug: str) -> Repository:
-        """Given a config and its stored slug, return the repository of its backups."""
+    def repository(
+        self, config: BackupConfig, slug: str, cancel: CancelToken | None = None
+    ) -> Repository:
+        """Given a config and its stored slug, return the repository of its backups for
+        reading and deleting (downloads at the config's download limit, if any)."""
         return Repository(
-            self.storage_for(config.destination, config.options.bandwidth),
+            self.storage_for(
+                config.destination,
+                download_kbps=config.options.download_bandwidth,
+                cancel=cancel,
+            ),
             config.destination.prefix,
             slug,
         )

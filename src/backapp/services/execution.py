@@ -133,7 +133,10 @@ class RunExecutor:
             run_repo.set_pending_backup(session, active.run_id, backup_id)
         key = self.ctx.master_key(required=document.options.encryption)
         storage = self.ctx.storage_for(
-            document.destination, document.options.bandwidth, cancel=active.cancel
+            document.destination,
+            upload_kbps=document.options.bandwidth,
+            download_kbps=document.options.download_bandwidth,
+            cancel=active.cancel,
         )
         result = run_backup(
             document,
@@ -187,7 +190,7 @@ class RunExecutor:
     def _restore(self, job: _Job, active: ActiveRun, started: float) -> str:
         assert job.document is not None
         request = job.request
-        repo = self.ctx.repository(job.document, job.slug)
+        repo = self.ctx.repository(job.document, job.slug, active.cancel)
         result = run_restore(
             repo,
             request.get("backupId", "latest"),
@@ -214,7 +217,7 @@ class RunExecutor:
     def _verify(self, job: _Job, active: ActiveRun, started: float) -> str:
         assert job.document is not None
         request = job.request
-        repo = self.ctx.repository(job.document, job.slug)
+        repo = self.ctx.repository(job.document, job.slug, active.cancel)
         result = run_verify(
             repo,
             request.get("backupId", "latest"),

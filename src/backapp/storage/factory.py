@@ -10,26 +10,35 @@ from typing import Any
 from backapp.domain.config import LocalDestination, S3Destination
 from backapp.storage.base import Storage
 from backapp.storage.local import LocalStorage
-from backapp.storage.wrappers import RetryingStorage, ThrottledStorage
+from backapp.storage.wrappers import (
+    CancellableStorage,
+    RetryingStorage,
+    ThrottledStorage,
+    TokenBucket,
+)
 
 
 def open_storage(
     destination: S3Destination | LocalDestination,
     *,
     default_endpoint: str | None = None,
-    bandwidth_kbps: int | None = None,
+    upload_kbps: int | None = None,
+    download_kbps: int | None = None,
     retry: bool = True,
     sleep: Callable[[float], Any] = time.sleep,
+    cancelled: Callable[[], bool] | None = None,
 ) -> Storage:
-    """Given a destination, return its Storage with retries (and a KB/s limit if given).
+    """Given a destination, return its Storage with retries, upload and download limits
+    (KB/s) if given, and stopping soon after ``cancelled()`` turns true if given.
 
     ``default_endpoint`` (the AWS_S3_ENDPOINT setting) serves S3 destinations without an
     endpoint of their own. The destination's prefix is not applied here: callers join it
     into their keys. Nothing is contacted yet; call ``check()`` for that. Without
     ``retry`` (an interactive check) a failure is reported at once. ``sleep`` is how the
-    bandwidth limit waits: a run passes its cancel token's wait, so a cancelled run
-    does not sleep on.
+    limits wait: a run passes its cancel token's wait, so a cancelled run does not sleep on.
     """
+    upload = TokenBucket(upload_kbps * 1024, sleep=sleep) if upload_kbps else None
+    download = TokenBucket(download_kbps * 1024, sleep=sleep) if download_kbps else None
     backend: Storage
     if isinstance(destination, LocalDestination):
         backend = LocalStorage(Path(destination.path))
@@ -38,9 +47,16 @@ def open_storage(
 
         endpoint = destination.endpoint or default_endpoint or None
         backend = S3Storage(
-            destination.bucket, destination.region, endpoint, retries=5 if retry else 0
+            destination.bucket,
+            destination.region,
+            endpoint,
+            retries=2 if retry else 0,
+            upload_limit=upload,  # paced as the bytes are sent, not as parts are filled
         )
+        upload = None
     storage: Storage = RetryingStorage(backend) if retry else backend
-    if bandwidth_kbps:
-        storage = ThrottledStorage(storage, bandwidth_kbps * 1024, sleep=sleep)
+    if upload is not None or download is not None:
+        storage = ThrottledStorage(storage, upload, download)
+    if cancelled is not None:
+        storage = CancellableStorage(storage, cancelled)
     return storage

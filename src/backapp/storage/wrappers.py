@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from backapp.errors import StorageError
+from backapp.errors import CancelledError, StorageError
 from backapp.storage.base import ObjectInfo, ObjectWriter, Storage, TransferCallback
 
 logger = logging.getLogger(__name__)
@@ -54,8 +54,9 @@ class RetryingStorage:
         return self.inner.description
 
     def _backoff(self, failure: int, exc: StorageError) -> None:
-        """Given the 1-based number of a failure, wait before the next try, or re-raise."""
-        if not exc.transient or failure >= self.attempts:
+        """Given the 1-based number of a failure, wait before the next try, or re-raise
+        (at once if it is not transient or the backend has retried it already)."""
+        if not exc.transient or exc.retried or failure >= self.attempts:
             raise exc
         delay = self.base_delay * 2 ** (failure - 1)
         logger.info("retrying in %.1fs after a transient storage error: %s", delay, exc)
@@ -143,7 +144,8 @@ class RetryingStorage:
 
 
 class TokenBucket:
-    """A token bucket: ``rate`` bytes per second, with about one second of burst.
+    """A token bucket: ``rate`` bytes per second, with a quarter of a second of burst (so
+    any one-second window holds at most 1.25 seconds' worth).
 
     ``clock`` and ``sleep`` are injectable so tests need not wait in real time; a ``sleep``
     that returns true was interrupted, and the bucket stops holding data back.
@@ -158,7 +160,7 @@ class TokenBucket:
         if rate_bytes_per_second <= 0:
             raise ValueError("rate_bytes_per_second must be positive")
         self.rate = float(rate_bytes_per_second)
-        self.capacity = max(1.0, self.rate)
+        self.capacity = max(1.0, self.rate / 4)
         self._clock = clock
         self._sleep = sleep
         self._tokens = self.capacity
@@ -220,20 +222,19 @@ class ThrottledWriter:
 
 
 class ThrottledStorage:
-    """A Storage whose uploads and downloads each stay under ``bytes_per_second``."""
+    """A Storage whose uploads stay under the ``upload`` bucket's rate and downloads under
+    the ``download`` bucket's (either may be None: not limited)."""
 
     def __init__(
-        self,
-        inner: Storage,
-        bytes_per_second: int,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], object] = time.sleep,
+        self, inner: Storage, upload: TokenBucket | None, download: TokenBucket | None
     ) -> None:
         self.inner = inner
-        self.upload = TokenBucket(bytes_per_second, clock, sleep)
-        self.download = TokenBucket(bytes_per_second, clock, sleep)
-        self._slice_size = max(1, min(_SLICE, int(self.upload.capacity)))
+        self.upload = upload
+        self.download = download
+
+    @staticmethod
+    def _slice(bucket: TokenBucket) -> int:
+        return max(1, min(_SLICE, int(bucket.capacity)))
 
     @property
     def description(self) -> str:
@@ -243,20 +244,27 @@ class ThrottledStorage:
     def open_writer(self, key: str, on_transfer: TransferCallback | None = None) -> ObjectWriter:
         """Given a key, return a writer throttled to the upload rate."""
         inner = self.inner.open_writer(key, on_transfer)
-        return ThrottledWriter(inner, self.upload, self._slice_size)
+        if self.upload is None:
+            return inner
+        return ThrottledWriter(inner, self.upload, self._slice(self.upload))
 
     def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
         """Given a key and a payload, wait for the upload bucket, then store it."""
-        self.upload.consume(len(data))
+        if self.upload is not None:
+            self.upload.consume(len(data))
         return self.inner.put_bytes(key, data)
 
     def get(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         """Given a key and a byte range [start, end), yield its bytes at the download rate."""
         chunks = self.inner.get(key, start, end)
+        bucket = self.download
         try:
             for chunk in chunks:
-                for piece in _slices(chunk, self._slice_size):
-                    self.download.consume(piece.nbytes)
+                if bucket is None:
+                    yield chunk
+                    continue
+                for piece in _slices(chunk, self._slice(bucket)):
+                    bucket.consume(piece.nbytes)
                     yield piece.tobytes()
         finally:
             _close(chunks)
@@ -284,3 +292,137 @@ class ThrottledStorage:
     def check(self) -> None:
         """Check the inner storage. Raise StorageError."""
         self.inner.check()
+
+
+class _Call:
+    """One storage call run on a daemon thread of its own, so its caller can stop waiting."""
+
+    def __init__(self, operation: Callable[[], T]) -> None:
+        self._operation = operation
+        self.done = threading.Event()
+        self.value: object = None
+        self.error: BaseException | None = None
+        threading.Thread(target=self._run, name="backapp-storage-call", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self.value = self._operation()
+        except BaseException as exc:  # handed to the waiting caller
+            self.error = exc
+        finally:
+            self.done.set()
+
+
+class CancellableStorage:
+    """A Storage whose calls stop waiting soon after ``cancelled()`` turns true, even while a
+    request hangs (a stalled endpoint): each call runs on a thread of its own, and the caller
+    gives up on it ``grace`` seconds after the cancel (``after_cancel`` seconds for a call
+    made after it: the clean-up of a cancelled run still gets its chance) and raises
+    CancelledError. An abandoned request ends by its own timeouts.
+    """
+
+    def __init__(
+        self,
+        inner: Storage,
+        cancelled: Callable[[], bool],
+        *,
+        grace: float = 2.0,
+        after_cancel: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.inner = inner
+        self._cancelled = cancelled
+        self._grace = grace
+        self._after_cancel = after_cancel
+        self._clock = clock
+
+    @property
+    def description(self) -> str:
+        """Return the inner storage's description."""
+        return self.inner.description
+
+    def run(self, operation: Callable[[], T]) -> T:
+        """Given a storage call, run it and return its result, or raise CancelledError."""
+        deadline = self._clock() + self._after_cancel if self._cancelled() else None
+        call = _Call(operation)
+        while not call.done.wait(0.1):
+            if deadline is None and self._cancelled():
+                deadline = self._clock() + self._grace
+            if deadline is not None and self._clock() >= deadline:
+                raise CancelledError("cancelled while waiting for storage (request abandoned)")
+        if call.error is not None:
+            raise call.error
+        return call.value  # type: ignore[return-value]
+
+    def _stream(self, chunks: Iterator[T]) -> Iterator[T]:
+        abandoned = False
+        try:
+            while True:
+                try:
+                    item = self.run(lambda: next(chunks, _END))
+                except CancelledError:
+                    abandoned = True  # its thread may still be inside the generator
+                    raise
+                if item is _END:
+                    return
+                yield item  # type: ignore[misc]
+        finally:
+            if not abandoned:
+                _close(chunks)
+
+    def open_writer(self, key: str, on_transfer: TransferCallback | None = None) -> ObjectWriter:
+        """Given a key, return a writer whose calls stop waiting on cancel."""
+        return _CancellableWriter(self, self.run(lambda: self.inner.open_writer(key, on_transfer)))
+
+    def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
+        """Given a key and a small payload, store it (or raise CancelledError)."""
+        return self.run(lambda: self.inner.put_bytes(key, data))
+
+    def get(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Given a key and a byte range [start, end), yield its bytes (or raise CancelledError)."""
+        return self._stream(iter(self.inner.get(key, start, end)))
+
+    def get_bytes(self, key: str) -> bytes:
+        """Given a key, return the whole object (or raise CancelledError)."""
+        return self.run(lambda: self.inner.get_bytes(key))
+
+    def head(self, key: str) -> ObjectInfo | None:
+        """Given a key, return its ObjectInfo or None (or raise CancelledError)."""
+        return self.run(lambda: self.inner.head(key))
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Given a key prefix, yield the objects under it by key (or raise CancelledError)."""
+        return self._stream(iter(self.inner.list(prefix)))
+
+    def delete(self, key: str) -> None:
+        """Given a key, remove the object (or raise CancelledError)."""
+        self.run(lambda: self.inner.delete(key))
+
+    def abort_incomplete(self, prefix: str) -> int:
+        """Given a key prefix, discard unfinished uploads under it; return how many."""
+        return self.run(lambda: self.inner.abort_incomplete(prefix))
+
+    def check(self) -> None:
+        """Check the inner storage (or raise CancelledError)."""
+        self.run(self.inner.check)
+
+
+_END = object()
+
+
+class _CancellableWriter:
+    def __init__(self, owner: CancellableStorage, inner: ObjectWriter) -> None:
+        self._owner = owner
+        self._inner = inner
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._owner.run(lambda: self._inner.write(data))
+
+    def commit(self) -> ObjectInfo:
+        return self._owner.run(self._inner.commit)
+
+    def abort(self) -> None:
+        try:
+            self._owner.run(self._inner.abort)
+        except CancelledError:
+            logger.warning("gave up waiting for an upload to abort; the next run removes it")

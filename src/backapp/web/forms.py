@@ -59,6 +59,7 @@ FIELD_PATHS = {
     "options-encryption": "options.encryption",
     "options-retention": "options.retentionDays",
     "options-bandwidth": "options.bandwidth",
+    "options-download": "options.downloadBandwidth",
     "options-full-every": "options.fullEvery",
     "options-verify": "options.verifySchedule",
 }
@@ -83,6 +84,7 @@ LABELS = {
     "options-encryption": "Encryption",
     "options-retention": "Retention (days)",
     "options-bandwidth": "Bandwidth limit",
+    "options-download": "Download limit",
     "options-full-every": "Full backup every",
     "options-verify": "Verify schedule",
 }
@@ -143,6 +145,7 @@ class ConfigForm:
     encryption: bool = False
     retention: str = ""
     bandwidth: str = ""
+    download: str = ""
     full_every: str = "7"
     verify: str = ""
     version: str = ""
@@ -180,6 +183,7 @@ class ConfigForm:
             encryption=form.get("options-encryption") is not None,
             retention=_text(form, "options-retention"),
             bandwidth=_text(form, "options-bandwidth"),
+            download=_text(form, "options-download"),
             full_every=_text(form, "options-full-every"),
             verify=_text(form, "options-verify"),
             version=_text(form, "version"),
@@ -224,6 +228,7 @@ class ConfigForm:
             encryption=bool(options.get("encryption", False)),
             retention=opt("retentionDays"),
             bandwidth=opt("bandwidth"),
+            download=opt("downloadBandwidth"),
             full_every=opt("fullEvery", "7"),
             verify=opt("verifySchedule"),
             version="" if version is None else str(version),
@@ -294,6 +299,7 @@ class ConfigForm:
             ("options-level", "compressionLevel", self.level, False),
             ("options-retention", "retentionDays", self.retention, True),
             ("options-bandwidth", "bandwidth", self.bandwidth, True),
+            ("options-download", "downloadBandwidth", self.download, True),
             ("options-full-every", "fullEvery", self.full_every, False),
         ):
             number = whole(name, value, optional=optional)

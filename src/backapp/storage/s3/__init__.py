@@ -8,19 +8,22 @@ into the StorageError tree with messages a user can act on.
 
 from __future__ import annotations
 
+import io
 import logging
 import secrets
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
+    ChecksumError,
     ClientError,
     ConnectionClosedError,
     ConnectTimeoutError,
+    FlexibleChecksumError,
     HTTPClientError,
     IncompleteReadError,
     NoCredentialsError,
@@ -40,6 +43,7 @@ from backapp.errors import (
     StoragePermissionError,
 )
 from backapp.storage.base import ObjectInfo, TransferCallback
+from backapp.storage.wrappers import TokenBucket
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -62,6 +66,8 @@ CREDENTIALS_MESSAGE = (
     "(or use a profile or instance role)"
 )
 _ERRORS = (BotoCoreError, ClientError)
+# Errors met while a response body is read: botocore does not retry those.
+_STREAMING = (ResponseStreamingError, IncompleteReadError, ChecksumError, FlexibleChecksumError)
 
 
 def part_size_for(part_number: int, base: int) -> int:
@@ -103,6 +109,62 @@ def _blob(data: bytearray) -> bytes:
     return cast("bytes", data)
 
 
+class ThrottledBody(io.RawIOBase):
+    """A request body that, once it is being sent, is read no faster than its bucket
+    allows: the upload itself is smooth (64 KiB at a time), not a burst per part.
+
+    botocore reads bodies before sending too (checksums, payload signing): those reads
+    are free; ``sending`` is set by the ``before-send`` event of each attempt.
+    """
+
+    _SLICE = 64 * 1024
+
+    def __init__(self, data: bytes | bytearray, bucket: TokenBucket) -> None:
+        self._view = memoryview(data).cast("B")
+        self._bucket = bucket
+        self._position = 0
+        self.sending = False
+
+    def __len__(self) -> int:
+        return self._view.nbytes
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self)}[whence]
+        self._position = max(0, min(len(self), base + offset))
+        return self._position
+
+    def read(self, size: int | None = -1) -> bytes:
+        left = len(self) - self._position
+        if size is None or size < 0 or size > left:
+            size = left
+        if self.sending:
+            size = min(size, self._SLICE)
+            self._bucket.consume(size)
+        chunk = self._view[self._position : self._position + size].tobytes()
+        self._position += len(chunk)
+        return chunk
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(memoryview(buffer)))
+        memoryview(buffer)[: len(data)] = data
+        return len(data)
+
+
+def _start_sending(request: Any, **_: Any) -> None:
+    body = getattr(request, "body", None)
+    if isinstance(body, ThrottledBody):
+        body.sending = True
+
+
 class S3Storage:
     """Objects in an S3 bucket, reached with boto3's default credential chain."""
 
@@ -114,7 +176,9 @@ class S3Storage:
         *,
         part_size: int = DEFAULT_PART_SIZE,
         max_concurrency: int = 2,
-        retries: int = 5,
+        retries: int = 2,
+        read_timeout: float = 60.0,
+        upload_limit: TokenBucket | None = None,
     ) -> None:
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes (S3's minimum)")
@@ -126,6 +190,8 @@ class S3Storage:
         self.part_size = part_size
         self.max_concurrency = max_concurrency
         self.retries = retries
+        self.read_timeout = read_timeout
+        self.upload_limit = upload_limit  # uploads are paced as they are sent
         self._lock = threading.Lock()
         self._s3: S3Client | None = None
 
@@ -152,18 +218,27 @@ class S3Storage:
             raise StorageCredentialsError(CREDENTIALS_MESSAGE)
         config = Config(
             region_name=self.region,
-            # botocore's max_attempts counts retries, not the first try.
-            retries={"mode": "standard", "max_attempts": self.retries},
+            # The one place S3 requests are retried (RetryingStorage leaves them alone), and
+            # a bound on each: a stalled endpoint fails a request within minutes, not hours.
+            retries={"mode": "standard", "total_max_attempts": 1 + self.retries},
             connect_timeout=10,
-            read_timeout=120,
+            read_timeout=self.read_timeout,
             # S3-compatible stores rarely serve bucket subdomains; AWS prefers them.
             s3={"addressing_style": "path"} if self.endpoint else None,
             max_pool_connections=max(10, self.max_concurrency + 2),
         )
         try:
-            return session.client("s3", endpoint_url=self.endpoint, config=config)
+            client = session.client("s3", endpoint_url=self.endpoint, config=config)
         except (BotoCoreError, ValueError) as exc:
             raise StorageError(f"Cannot set up S3 access to bucket '{self.bucket}': {exc}") from exc
+        client.meta.events.register("before-send.s3", _start_sending)
+        return client
+
+    def body(self, data: bytes | bytearray) -> Any:
+        """Given a request body, return it paced by the upload limit (if there is one)."""
+        if self.upload_limit is None:
+            return _blob(data) if isinstance(data, bytearray) else data
+        return ThrottledBody(data, self.upload_limit)
 
     def _where(self) -> str:
         return self.endpoint or f"AWS ({self.region})"
@@ -177,7 +252,17 @@ class S3Storage:
         return error
 
     def _storage_error(self, exc: BaseException, key: str | None = None) -> StorageError:
-        """Given a botocore error (``key`` None for bucket-level calls), return a StorageError."""
+        """Given a botocore error (``key`` None for bucket-level calls), return a StorageError.
+
+        Errors of a whole request were retried by botocore already (``retried``); a body
+        that broke or failed its checksum while being read was not: a wrapper resumes it.
+        """
+        error = self._translate(exc, key)
+        if not isinstance(exc, _STREAMING) and self.retries > 0 and error.transient:
+            error.retried = True
+        return error
+
+    def _translate(self, exc: BaseException, key: str | None) -> StorageError:
         bucket = self.bucket
         if isinstance(exc, StorageError):
             return exc
@@ -187,6 +272,11 @@ class S3Storage:
             return StorageConnectionError(
                 f"Lost the connection to S3 bucket '{bucket}' at {self._where()} "
                 f"while reading '{key}'"
+            )
+        if isinstance(exc, ChecksumError | FlexibleChecksumError):
+            return StorageConnectionError(
+                f"A response from S3 bucket '{bucket}' for '{key}' arrived damaged "
+                "(its checksum did not match)"
             )
         if isinstance(exc, BotoConnectionError | HTTPClientError):
             return StorageConnectionError(
@@ -254,7 +344,7 @@ class S3Storage:
     def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
         """Given a key and a small payload, store it with one request. Raise StorageError."""
         try:
-            self._client().put_object(Bucket=self.bucket, Key=key, Body=data)
+            self._client().put_object(Bucket=self.bucket, Key=key, Body=self.body(data))
         except _ERRORS as exc:
             raise self._storage_error(exc, key) from exc
         return ObjectInfo(key=key, size=len(data))

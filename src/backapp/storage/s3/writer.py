@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from backapp.errors import StorageError
 from backapp.storage.base import ObjectInfo, TransferCallback
-from backapp.storage.s3 import _ERRORS, MAX_PARTS, S3Storage, _blob, part_size_for
+from backapp.storage.s3 import _ERRORS, MAX_PARTS, S3Storage, part_size_for
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import (
@@ -81,7 +81,9 @@ class S3Writer:
             if self._upload_id is None:
                 body = self._take_buffer()
                 try:
-                    self._client.put_object(Bucket=storage.bucket, Key=self._key, Body=_blob(body))
+                    self._client.put_object(
+                        Bucket=storage.bucket, Key=self._key, Body=storage.body(body)
+                    )
                 except _ERRORS as exc:
                     raise storage._storage_error(exc, self._key) from exc
                 if self._on_transfer is not None:
@@ -99,13 +101,23 @@ class S3Writer:
                         MultipartUpload={"Parts": self._parts},
                     )
                 except _ERRORS as exc:
-                    raise storage._storage_error(exc, self._key) from exc
+                    # A lost reply (or a retry after one) may hide a completed upload.
+                    if not self._completed_anyway():
+                        raise storage._storage_error(exc, self._key) from exc
+                    logger.warning("the upload of '%s' completed; its reply was lost", self._key)
         except BaseException:
             self._abort_upload()
             raise
         self._finished = True
         self._shutdown()
         return ObjectInfo(key=self._key, size=self._size)
+
+    def _completed_anyway(self) -> bool:
+        try:
+            head = self._storage.head(self._key)
+        except StorageError:
+            return False
+        return head is not None and head.size == self._size
 
     def abort(self) -> None:
         """Abort the multipart upload (best effort); a finished writer is left alone."""
@@ -162,7 +174,7 @@ class S3Writer:
             "Key": self._key,
             "UploadId": self._upload_id,
             "PartNumber": number,
-            "Body": _blob(body),
+            "Body": self._storage.body(body),
         }
         if self._checksums:
             request["ChecksumAlgorithm"] = "CRC32"
