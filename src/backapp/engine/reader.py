@@ -9,6 +9,7 @@ verification read only the blocks they need, decompressing on a thread pool.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from backapp.engine.layout import BackupInfo, Repository
 from backapp.engine.manifest import Entry, Trailer
 from backapp.engine.streams import prefetch
 from backapp.errors import EncryptionKeyError, IntegrityError, ObjectNotFoundError, WrongKeyError
+
+logger = logging.getLogger(__name__)
 
 _GAP_BLOCKS = 8  # read through gaps this small rather than start a new request
 _WIDEN = 1024 * 1024  # read from the object's start rather than skip this little
@@ -235,8 +238,18 @@ class ArchiveReader:
         ends, ask for the whole object instead of a range (S3-compatible stores serve plain
         GETs faster)."""
         end = min(end, self.object_size)
-        if start >= end:
-            return
+        for attempt in range(3):
+            if start >= end:
+                return
+            for chunk in self._fetch_once(start, end):
+                start += len(chunk)
+                yield chunk
+            # A reply that came short without an error (its length said so: only what we
+            # know of the object tells) is read on from where it stopped.
+            if start < end and attempt < 2:
+                logger.info("%s: a read came short at byte %d; reading on", self.name, start)
+
+    def _fetch_once(self, start: int, end: int) -> Iterator[bytes]:
         skip = start if start <= _WIDEN else 0
         first = 0 if skip else start
         last = None if end >= self.object_size else end

@@ -371,11 +371,27 @@ class S3Storage:
             raise self._storage_error(exc, key) from exc
         body = response["Body"]
         try:
+            self._check_range(response, key)
             yield from body.iter_chunks(CHUNK_SIZE)
         except _ERRORS as exc:
             raise self._storage_error(exc, key) from exc
         finally:
             body.close()
+
+    def _check_range(self, response: Any, key: str) -> None:
+        """A ranged reply whose length disagrees with its Content-Range was cut on the way
+        (a proxy or a broken connection): raise a transient error, so it is read again."""
+        content_range = response.get("ContentRange") or ""
+        unit, _, span = content_range.partition(" ")
+        first, _, rest = span.partition("-")
+        last = rest.partition("/")[0]
+        if unit != "bytes" or not first.isdigit() or not last.isdigit():
+            return
+        if response.get("ContentLength") != int(last) - int(first) + 1:
+            raise StorageConnectionError(
+                f"A reply from S3 bucket '{self.bucket}' for '{key}' came short "
+                f"({response.get('ContentLength')} bytes for {content_range})"
+            )
 
     def get_bytes(self, key: str) -> bytes:
         """Given a key, return the whole (small) object. Raise ObjectNotFoundError."""
