@@ -206,3 +206,65 @@ def test_a_held_lock_is_refreshed_while_its_run_goes_on(tmp_path: Path) -> None:
         assert path.stat().st_mtime_ns > before
         assert json.loads(repo.storage.get_bytes(lock.key))["refreshed"] >= first
     assert not path.exists()
+
+
+def test_sigterm_mid_upload_aborts_cleans_up_and_says_so_in_one_line(
+    tmp_path: Path, moto_endpoint: str, s3_bucket: str
+) -> None:
+    src = _source(tmp_path, 24)
+    dest = {"type": "s3", "bucket": s3_bucket, "region": "us-east-1", "prefix": "p"}
+    cfg = write_config(tmp_path / "c.json", [src], dest, compression=False, bandwidth=4096)
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    process = _start(cfg, tmp_path, {"AWS_S3_ENDPOINT": moto_endpoint})
+    deadline = time.monotonic() + 60
+    while not s3.list_multipart_uploads(Bucket=s3_bucket).get("Uploads"):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=30)
+    assert time.monotonic() - signalled < 15
+    assert process.returncode == 130, (out, err)
+    assert "interrupted (SIGTERM)" in out + err and "Traceback" not in out + err
+    assert s3.list_multipart_uploads(Bucket=s3_bucket).get("Uploads") is None
+    assert s3.list_objects_v2(Bucket=s3_bucket).get("Contents") is None  # not even a lock
+
+
+def test_a_killed_restore_leaves_no_partial_file_and_skip_finishes_it(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(6):
+        (src / f"f{i}.bin").write_bytes(os.urandom(2 * 1024 * 1024))
+    cfg = write_config(
+        tmp_path / "c.json",
+        [src],
+        {"type": "local", "path": str(tmp_path / "d")},
+        compression=False,
+        downloadBandwidth=2048,
+    )
+    assert cli("backup", "run", "-c", str(cfg)).returncode == 0
+    target = tmp_path / "t"
+    root = target / str(src).lstrip("/")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "backapp", "restore", "-c", str(cfg), "-t", str(target)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _kill_when(process, lambda: root.exists() and len(list(root.iterdir())) >= 2)
+    for restored in root.iterdir():  # whatever is there under its name is whole
+        assert restored.read_bytes() == (src / restored.name).read_bytes()
+    assert not [p for p in target.rglob("*") if ".backapp-restoring-" in p.name]
+    (root / "f0.bin").write_bytes(b"edited since")  # a kept file that differs: said so
+    run = cli("restore", "-c", str(cfg), "-t", str(target), "--existing", "skip", "--json")
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(run.stdout)
+    assert any(
+        w["path"].endswith("f0.bin") and "kept the file" in w["message"] for w in doc["warnings"]
+    )
+    for i in range(1, 6):
+        assert (root / f"f{i}.bin").read_bytes() == (src / f"f{i}.bin").read_bytes()

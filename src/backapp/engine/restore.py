@@ -199,6 +199,7 @@ class _RestoreJob:
         self._link_targets: set[str] = set()
         self._dir_meta: list[Entry] = []
         self._xattr_failures = 0
+        self._current: Entry | None = None  # the file being opened (for messages)
 
     def kept_targets(self, link_targets: set[str]) -> set[str]:
         """Given the paths hard links link to, return those already in the target (which
@@ -291,6 +292,7 @@ class _RestoreJob:
 
     def _open_file(self, entry: Entry) -> _OpenFile:
         self.progress.current = entry.path
+        self._current = entry
         try:
             rel = self._destination(entry.path)
             if rel is None:
@@ -350,12 +352,28 @@ class _RestoreJob:
         if self.existing == "refuse":
             raise RestoreError(f"{where} already exists")
         if self.existing == "skip":
+            self._note_kept(path, st)
             return None
         if self.existing == "keep-both":
             return self.root.unique_name(path, f".restored-{self.snap.backup_id}")
         if stat.S_ISDIR(st.st_mode):
             raise RestoreError(f"{where} is a folder in the target; not replaced by a file")
         return path
+
+    def _note_kept(self, path: str, st: os.stat_result) -> None:
+        """Under ``skip``: a kept file that differs from the backup (size or mtime) is said."""
+        entry = self._current
+        if entry is None or entry.path != path or entry.type != "file":
+            return
+        if not stat.S_ISREG(st.st_mode):
+            what = "is not a regular file"
+        elif st.st_size != entry.size:
+            what = f"has {st.st_size} bytes, the backup's {entry.size}"
+        elif st.st_mtime_ns != entry.mtime_ns:
+            what = "has another modification time than the backup's"
+        else:
+            return
+        self.result.warnings.append((path, f"kept the file already there, which {what}"))
 
     def _apply_meta(self, fd: int, entry: Entry) -> None:
         """Given an open file or folder, give it its owner, mode, attributes and mtime.
