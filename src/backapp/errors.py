@@ -20,6 +20,7 @@
     ├── RestoreError                a restore was refused (unsafe path, …)
     │   └── TargetNotEmptyError         the target is not empty and overwriting was not allowed
     ├── CancelledError              the run was cancelled on request
+    ├── DatabaseError               the database cannot be reached or used
     ├── NotFoundError               no config, run, alert or user with that id
     ├── ConflictError               the request conflicts with the current state
     │   └── RepositoryLockedError       another run holds the lock of a config's backups
@@ -125,6 +126,10 @@ class TargetNotEmptyError(RestoreError):
 
 class CancelledError(BackappError):
     """The operation was cancelled on request."""
+
+
+class DatabaseError(BackappError):
+    """The database cannot be reached or used."""
 
 
 class NotFoundError(BackappError):

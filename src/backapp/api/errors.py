@@ -19,6 +19,7 @@ from backapp.errors import (
     BackupNotFoundError,
     ConfigError,
     ConflictError,
+    DatabaseError,
     EncryptionKeyError,
     IntegrityError,
     NotFoundError,
@@ -39,6 +40,7 @@ _STATUS: list[tuple[type[BackappError], int]] = [
     (AuthenticationError, 401),
     (PermissionDeniedError, 403),
     (StorageError, 502),
+    (DatabaseError, 503),
     (IntegrityError, 502),
 ]
 

@@ -3,7 +3,8 @@
 from sqlalchemy.orm import Session
 
 from backapp.db.models import Alert, ApiToken, Config, Run, User, WebSession, utcnow
-from backapp.db.session import Database, DatabaseError
+from backapp.db.session import Database
+from backapp.errors import DatabaseError
 
 __all__ = [
     "Alert",

@@ -12,19 +12,15 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from backapp.errors import BackappError
+from backapp.errors import DatabaseError
 
 logger = logging.getLogger(__name__)
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _ADVISORY_LOCK = 0x6261636B  # "back": one migrator at a time on PostgreSQL
-
-
-class DatabaseError(BackappError):
-    """The database cannot be reached or used."""
 
 
 def normalise_url(url: str) -> str:
@@ -46,7 +42,13 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=10,
+        connect_args={"connect_timeout": 10},  # a partitioned database fails in seconds
+    )
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -87,7 +89,7 @@ def upgrade(engine: Engine) -> None:
         raise DatabaseError(f"cannot reach the database: {_short(exc)}") from exc
 
 
-def _short(exc: OperationalError) -> str:
+def _short(exc: OperationalError | InterfaceError) -> str:
     return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
 
 
@@ -106,9 +108,16 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """Yield a session in a transaction, committed on success, rolled back on error."""
-        with self.sessions() as session, session.begin():
-            yield session
+        """Yield a session in a transaction, committed on success, rolled back on error.
+
+        Raise DatabaseError when the database cannot be reached (or the connection is lost
+        on the way): callers can tell an outage from a bug.
+        """
+        try:
+            with self.sessions() as session, session.begin():
+                yield session
+        except (OperationalError, InterfaceError) as exc:
+            raise DatabaseError(f"cannot reach the database: {_short(exc)}") from exc
 
     def upgrade(self) -> None:
         """Apply pending migrations."""

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from backapp.db import Run, utcnow
+from backapp.db import DatabaseError, Run, utcnow
 from backapp.domain.config import BackupConfig
 from backapp.engine.backup import BackupResult
 from backapp.notify import Notifier, TransportError, build_notifier
@@ -45,6 +46,7 @@ class SchedulerService:
             worker_id=worker_id,
             max_concurrent=ctx.settings.max_concurrent_runs,
         )
+        self._db_since: float | None = time.monotonic()  # the database answered since then
         self.notifier: Notifier | None = None
         try:
             self.notifier = build_notifier(ctx.settings.notify_urls)
@@ -61,14 +63,30 @@ class SchedulerService:
         now = self.clock()
         for step in (
             lambda: scheduling.fire_due(self.ctx, now),
-            lambda: scheduling.expire_lost_runs(self.ctx, now),
+            self._expire,
             self.worker.poll,
             self._notify,
         ):
             try:
                 step()
-            except Exception:  # a database hiccup must not stop the scheduler
+            except DatabaseError as exc:  # an outage: wait for the database, quietly
+                if self._db_since is not None:
+                    logger.warning("database unavailable: %s", exc)
+                self._db_since = None
+                return
+            except Exception:  # a bug or a hiccup must not stop the scheduler
                 logger.exception("scheduler step failed; retrying on the next tick")
+        if self._db_since is None:
+            self._db_since = time.monotonic()
+
+    def _expire(self) -> None:
+        # After an outage every heartbeat looks old: give live workers one lease to beat
+        # again before calling any of them lost (and never this worker's own runs).
+        since = self._db_since
+        if since is None or time.monotonic() - since < self.ctx.settings.run_lease:
+            return
+        alive = frozenset(self.worker.heartbeat.active)
+        scheduling.expire_lost_runs(self.ctx, self.clock(), alive)
 
     def _notify(self) -> None:
         if self.notifier is not None:

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from backapp.db import Run, utcnow
+from backapp.db import DatabaseError, Run, utcnow
 from backapp.db.repositories import configs as config_repo
 from backapp.db.repositories import runs as run_repo
 from backapp.domain.config import BackupConfig
@@ -41,6 +41,8 @@ from backapp.services.context import AppContext
 logger = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 1.0
+DB_PATIENCE = 30 * 60.0  # a finished run waits this long for the database to come back
+T = TypeVar("T")
 
 
 @dataclass
@@ -129,8 +131,12 @@ class RunExecutor:
         assert document is not None
         # Recorded before anything is uploaded, so a lost run's upload can be found and removed.
         backup_id = new_backup_id(job.scheduled_for or utcnow())
-        with self.ctx.db.session() as session:
-            run_repo.set_pending_backup(session, active.run_id, backup_id)
+
+        def pending() -> None:
+            with self.ctx.db.session() as session:
+                run_repo.set_pending_backup(session, active.run_id, backup_id)
+
+        self.patient(pending, f"recording the backup id of run {active.run_id}")
         key = self.ctx.master_key(required=document.options.encryption)
         storage = self.ctx.storage_for(
             document.destination,
@@ -150,8 +156,12 @@ class RunExecutor:
         )
         extra: dict[str, Any] = {}
         if self.after_backup is not None:
-            with self.ctx.db.session() as session:
-                run = run_repo.get(session, active.run_id)
+
+            def load() -> Run | None:
+                with self.ctx.db.session() as session:
+                    return run_repo.get(session, active.run_id)
+
+            run = self.patient(load, f"reading run {active.run_id}")
             if run is not None:
                 extra = self.after_backup(run, document, result)
         doc = result.to_json()
@@ -240,13 +250,33 @@ class RunExecutor:
 
     # -- recording -------------------------------------------------------------
 
+    def patient(self, work: Callable[[], T], what: str) -> T:
+        """Given database work, do it, waiting out an outage of the database (retrying with
+        a growing pause, up to DB_PATIENCE seconds). Raise DatabaseError after that."""
+        delay, waited = 0.5, 0.0
+        while True:
+            try:
+                return work()
+            except DatabaseError as exc:
+                if waited >= DB_PATIENCE:
+                    raise
+                logger.warning("%s: %s; retrying in %.0fs", what, exc, delay)
+                time.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 15.0)
+
     def _progress(self, active: ActiveRun, progress: Progress) -> None:
         now = time.monotonic()
         if now - active.last_write < PROGRESS_INTERVAL and progress.phase != "completed":
             return
         active.last_write = now
-        with self.ctx.db.session() as session:
-            cancel = run_repo.set_progress(session, active.run_id, progress.to_json(), utcnow())
+        try:
+            with self.ctx.db.session() as session:
+                cancel = run_repo.set_progress(session, active.run_id, progress.to_json(), utcnow())
+        except DatabaseError as exc:
+            # An outage pauses the progress shown, never the backup: the next write retries.
+            logger.warning("run %s: progress not recorded (%s)", active.run_id, exc)
+            return
         if cancel and not active.cancel.cancelled:
             active.cancel.cancel("cancelled on request")
 
@@ -283,20 +313,27 @@ class RunExecutor:
             "duration_seconds": round(time.monotonic() - started, 3),
             **values,
         }
-        with self.ctx.db.session() as session:
-            if not run_repo.finish(session, job.run_id, status, values):
-                # Someone else settled it (e.g. its lease expired and it was failed).
-                run = run_repo.get(session, job.run_id)
-                return run.status if run else status
-            if alert is not None:
-                alerts.raise_alert(
-                    session,
-                    alert[0],
-                    alert[1],
-                    config_id=job.config_id,
-                    config_name=job.config_name,
-                    run_id=job.run_id,
-                )
+
+        def record() -> str | None:
+            with self.ctx.db.session() as session:
+                if not run_repo.finish(session, job.run_id, status, values):
+                    # Someone else settled it (e.g. its lease expired and it was failed).
+                    run = run_repo.get(session, job.run_id)
+                    return run.status if run else status
+                if alert is not None:
+                    alerts.raise_alert(
+                        session,
+                        alert[0],
+                        alert[1],
+                        config_id=job.config_id,
+                        config_name=job.config_name,
+                        run_id=job.run_id,
+                    )
+            return None
+
+        settled = self.patient(record, f"recording the end of run {job.run_id}")
+        if settled is not None:
+            return settled
         logger.info("%s run %s %s", job.kind, job.run_id, status)
         return status
 

@@ -125,8 +125,11 @@ def _fire_one(ctx: AppContext, config_id: str, now: datetime) -> int:
         return 1
 
 
-def expire_lost_runs(ctx: AppContext, now: datetime | None = None) -> list[str]:
-    """Fail running runs whose worker stopped heartbeating; clean up their uploads.
+def expire_lost_runs(
+    ctx: AppContext, now: datetime | None = None, alive: frozenset[str] = frozenset()
+) -> list[str]:
+    """Fail running runs whose worker stopped heartbeating; clean up their uploads. Runs
+    in ``alive`` (the caller's own, which it knows to be running) are never failed.
 
     Return the ids of the runs failed here.
     """
@@ -136,6 +139,7 @@ def expire_lost_runs(ctx: AppContext, now: datetime | None = None) -> list[str]:
         stale = [
             (r.id, r.worker_id, r.heartbeat_at)
             for r in run_repo.stale_running(session, now - lease)
+            if r.id not in alive
         ]
     failed = []
     for run_id, worker_id, heartbeat_at in stale:

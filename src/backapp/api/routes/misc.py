@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from backapp.api.deps import SESSION_COOKIE, AdminDep, CtxDep, OperatorDep, UserDep
 from backapp.domain.config import Destination
-from backapp.errors import AuthenticationError
+from backapp.errors import AuthenticationError, DatabaseError
 from backapp.services import alerts as alert_service
 from backapp.services import destinations, stats, users
 
+logger = logging.getLogger(__name__)
 router = APIRouter(tags=["service"])
 
 
@@ -100,7 +103,11 @@ def me(user: UserDep) -> dict[str, Any]:
 
 
 @router.get("/healthz", tags=["health"])
-def healthz(ctx: CtxDep) -> dict[str, str]:
-    """Liveness and database reachability (no authentication)."""
-    ctx.db.ping()
-    return {"status": "ok", "database": "ok"}
+def healthz(ctx: CtxDep) -> JSONResponse:
+    """Liveness and database reachability (no authentication: says nothing more)."""
+    try:
+        ctx.db.ping()
+    except DatabaseError:
+        logger.warning("health check: the database does not answer", exc_info=True)
+        return JSONResponse({"status": "degraded", "database": "unavailable"}, 503)
+    return JSONResponse({"status": "ok", "database": "ok"})
