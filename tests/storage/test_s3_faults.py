@@ -233,3 +233,32 @@ def test_the_upload_limit_is_smooth_in_one_second_windows_and_spares_restores(
     restored = run_restore(setup.repo(), "latest", tmp_path / "t", master=master_key)
     assert restored.ok
     assert time.monotonic() - started < 2.5  # the upload limit does not slow a restore
+
+
+def test_a_backup_waits_out_an_s3_server_that_restarts(setup: Setup, s3_client: S3Client) -> None:
+    down_until = 0.0
+    outcome: dict[str, object] = {}
+
+    def backup() -> None:
+        try:
+            outcome["id"] = setup.backup()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    # The server goes away as the first part goes up, and is back 6 s later.
+    gone = threading.Event()
+
+    def goes_away(request: Request) -> bool:
+        nonlocal down_until
+        if "partNumber=" in request.query and not gone.is_set():
+            gone.set()
+            down_until = time.monotonic() + 6
+        return time.monotonic() < down_until
+
+    setup.proxy.add(goes_away, "reset_before")
+    worker = threading.Thread(target=backup)
+    worker.start()
+    worker.join(timeout=120)
+    assert gone.is_set() and setup.proxy.rules[0].hits > 1
+    assert "error" not in outcome, outcome
+    setup.assert_exact_and_clean(s3_client, [str(outcome["id"])])

@@ -50,7 +50,10 @@ def open_storage(
             destination.bucket,
             destination.region,
             endpoint,
+            # botocore retries blips; S3Storage waits out an endpoint that is down for a
+            # minute (a restart); a stalled one fails in minutes (a cancel stops at once).
             retries=2 if retry else 0,
+            outage_budget=60.0 if retry else 0.0,
             upload_limit=upload,  # paced as the bytes are sent, not as parts are filled
         )
         upload = None

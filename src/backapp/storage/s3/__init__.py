@@ -12,8 +12,9 @@ import io
 import logging
 import secrets
 import threading
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, cast
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import boto3
 from botocore.config import Config
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from backapp.storage.s3.writer import S3Writer
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MIB = 1024 * 1024
 CHUNK_SIZE = MIB
@@ -177,8 +179,9 @@ class S3Storage:
         part_size: int = DEFAULT_PART_SIZE,
         max_concurrency: int = 2,
         retries: int = 2,
-        read_timeout: float = 60.0,
+        read_timeout: float = 30.0,
         upload_limit: TokenBucket | None = None,
+        outage_budget: float = 0.0,
     ) -> None:
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes (S3's minimum)")
@@ -191,6 +194,7 @@ class S3Storage:
         self.max_concurrency = max_concurrency
         self.retries = retries
         self.read_timeout = read_timeout
+        self.outage_budget = outage_budget
         self.upload_limit = upload_limit  # uploads are paced as they are sent
         self._lock = threading.Lock()
         self._s3: S3Client | None = None
@@ -233,6 +237,28 @@ class S3Storage:
             raise StorageError(f"Cannot set up S3 access to bucket '{self.bucket}': {exc}") from exc
         client.meta.events.register("before-send.s3", _start_sending)
         return client
+
+    def patient(self, request: Callable[[], T]) -> T:
+        """Given an S3 request, make it, waiting out an endpoint that cannot be reached or
+        drops connections (a server restarting) for up to ``outage_budget`` seconds; other
+        failures (and read timeouts: a stall) are re-raised at once, as botocore left them."""
+        deadline = time.monotonic() + self.outage_budget
+        delay = 1.0
+        while True:
+            try:
+                return request()
+            except (BotoConnectionError, HTTPClientError) as exc:
+                timed_out = isinstance(exc, ReadTimeoutError | ConnectTimeoutError)
+                if timed_out or time.monotonic() + delay > deadline:
+                    raise
+                logger.warning(
+                    "S3 at %s unreachable (%s); trying again in %.0fs",
+                    self._where(),
+                    _connection_reason(exc),
+                    delay,
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def body(self, data: bytes | bytearray) -> Any:
         """Given a request body, return it paced by the upload limit (if there is one)."""
@@ -344,7 +370,10 @@ class S3Storage:
     def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
         """Given a key and a small payload, store it with one request. Raise StorageError."""
         try:
-            self._client().put_object(Bucket=self.bucket, Key=key, Body=self.body(data))
+            client = self._client()
+            self.patient(
+                lambda: client.put_object(Bucket=self.bucket, Key=key, Body=self.body(data))
+            )
         except _ERRORS as exc:
             raise self._storage_error(exc, key) from exc
         return ObjectInfo(key=key, size=len(data))
@@ -362,7 +391,8 @@ class S3Storage:
         if start or end is not None:
             request["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
         try:
-            response = self._client().get_object(**request)
+            client = self._client()
+            response = self.patient(lambda: client.get_object(**request))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "InvalidRange":
                 return  # the range starts at or past the end: nothing to read
@@ -400,7 +430,8 @@ class S3Storage:
     def head(self, key: str) -> ObjectInfo | None:
         """Given a key, return its ObjectInfo, or None if it does not exist. Raise StorageError."""
         try:
-            response = self._client().head_object(Bucket=self.bucket, Key=key)
+            client = self._client()
+            response = self.patient(lambda: client.head_object(Bucket=self.bucket, Key=key))
         except _ERRORS as exc:
             error = self._storage_error(exc, key)
             if isinstance(error, ObjectNotFoundError):
@@ -421,7 +452,8 @@ class S3Storage:
     def delete(self, key: str) -> None:
         """Given a key, remove the object; a missing key is not an error. Raise StorageError."""
         try:
-            self._client().delete_object(Bucket=self.bucket, Key=key)
+            client = self._client()
+            self.patient(lambda: client.delete_object(Bucket=self.bucket, Key=key))
         except _ERRORS as exc:
             error = self._storage_error(exc, key)
             if not isinstance(error, ObjectNotFoundError):
@@ -451,7 +483,8 @@ class S3Storage:
     def check(self) -> None:
         """Check the bucket is reachable and writable with a probe object. Raise StorageError."""
         try:
-            self._client().head_bucket(Bucket=self.bucket)
+            client = self._client()
+            self.patient(lambda: client.head_bucket(Bucket=self.bucket))
         except _ERRORS as exc:
             raise self._storage_error(exc) from exc
         probe = f".backapp-probe-{secrets.token_hex(8)}"

@@ -81,8 +81,10 @@ class S3Writer:
             if self._upload_id is None:
                 body = self._take_buffer()
                 try:
-                    self._client.put_object(
-                        Bucket=storage.bucket, Key=self._key, Body=storage.body(body)
+                    storage.patient(
+                        lambda: self._client.put_object(
+                            Bucket=storage.bucket, Key=self._key, Body=storage.body(body)
+                        )
                     )
                 except _ERRORS as exc:
                     raise storage._storage_error(exc, self._key) from exc
@@ -94,11 +96,14 @@ class S3Writer:
                 while self._pending:
                     self._finish_oldest()
                 try:
-                    self._client.complete_multipart_upload(
-                        Bucket=storage.bucket,
-                        Key=self._key,
-                        UploadId=self._upload_id,
-                        MultipartUpload={"Parts": self._parts},
+                    upload_id = self._upload_id
+                    storage.patient(
+                        lambda: self._client.complete_multipart_upload(
+                            Bucket=storage.bucket,
+                            Key=self._key,
+                            UploadId=upload_id,
+                            MultipartUpload={"Parts": self._parts},
+                        )
                     )
                 except _ERRORS as exc:
                     # A lost reply (or a retry after one) may hide a completed upload.
@@ -163,7 +168,9 @@ class S3Writer:
         if self._checksums:
             request["ChecksumAlgorithm"] = "CRC32"
         try:
-            return self._client.create_multipart_upload(**request)["UploadId"]
+            return self._storage.patient(lambda: self._client.create_multipart_upload(**request))[
+                "UploadId"
+            ]
         except _ERRORS as exc:
             raise self._storage._storage_error(exc, self._key) from exc
 
@@ -178,7 +185,10 @@ class S3Writer:
         }
         if self._checksums:
             request["ChecksumAlgorithm"] = "CRC32"
-        response = self._client.upload_part(**request)
+        # A fresh body each try: a read one would send nothing the second time.
+        response = self._storage.patient(
+            lambda: self._client.upload_part(**{**request, "Body": self._storage.body(body)})
+        )
         part: CompletedPartTypeDef = {"ETag": response["ETag"], "PartNumber": number}
         if "ChecksumCRC32" in response:
             part["ChecksumCRC32"] = response["ChecksumCRC32"]
