@@ -2,8 +2,9 @@
 
 JSON is camelCase exactly as the specification writes it. Extensions:
 ``destination.type`` ("s3" or "local"; a local destination has ``path``),
-``options.compressionAlgorithm``, ``options.fullEvery`` and
-``options.verifySchedule``.
+``options.compressionAlgorithm``, ``options.fullEvery``, ``options.verifySchedule``
+and ``options.downloadBandwidth`` (KB/s for restores and verifications; ``bandwidth``
+limits backup uploads only).
 """
 
 from __future__ import annotations
