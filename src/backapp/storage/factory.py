@@ -55,6 +55,8 @@ def open_storage(
             retries=2 if retry else 0,
             outage_budget=60.0 if retry else 0.0,
             upload_limit=upload,  # paced as the bytes are sent, not as parts are filled
+            sleep=sleep,
+            cancelled=cancelled,
         )
         upload = None
     storage: Storage = RetryingStorage(backend) if retry else backend

@@ -182,6 +182,8 @@ class S3Storage:
         read_timeout: float = 30.0,
         upload_limit: TokenBucket | None = None,
         outage_budget: float = 0.0,
+        sleep: Callable[[float], Any] = time.sleep,
+        cancelled: Callable[[], bool] | None = None,
     ) -> None:
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes (S3's minimum)")
@@ -196,6 +198,9 @@ class S3Storage:
         self.read_timeout = read_timeout
         self.outage_budget = outage_budget
         self.upload_limit = upload_limit  # uploads are paced as they are sent
+        self._sleep = sleep  # how an outage is waited out (a run's cancel wakes it)
+        self._cancelled = cancelled
+        self._reached = False  # has any request through patient() had a reply?
         self._lock = threading.Lock()
         self._s3: S3Client | None = None
 
@@ -241,15 +246,25 @@ class S3Storage:
     def patient(self, request: Callable[[], T]) -> T:
         """Given an S3 request, make it, waiting out an endpoint that cannot be reached or
         drops connections (a server restarting) for up to ``outage_budget`` seconds; other
-        failures (and read timeouts: a stall) are re-raised at once, as botocore left them."""
-        deadline = time.monotonic() + self.outage_budget
+        failures (and read timeouts: a stall) are re-raised at once, as botocore left them.
+
+        Only an endpoint that has answered before is waited for: one never reached (a wrong
+        address, a port nothing listens on) is reported at once, not after a minute.
+        """
+        deadline = time.monotonic() + (self.outage_budget if self._reached else 0.0)
         delay = 1.0
         while True:
             try:
-                return request()
+                result = request()
+                self._reached = True
+                return result
+            except ClientError:
+                self._reached = True  # an error reply is a reply
+                raise
             except (BotoConnectionError, HTTPClientError) as exc:
                 timed_out = isinstance(exc, ReadTimeoutError | ConnectTimeoutError)
-                if timed_out or time.monotonic() + delay > deadline:
+                gone = self._cancelled is not None and self._cancelled()
+                if timed_out or gone or time.monotonic() + delay > deadline:
                     raise
                 logger.warning(
                     "S3 at %s unreachable (%s); trying again in %.0fs",
@@ -257,7 +272,7 @@ class S3Storage:
                     _connection_reason(exc),
                     delay,
                 )
-                time.sleep(delay)
+                self._sleep(delay)
                 delay = min(delay * 2, 10.0)
 
     def body(self, data: bytes | bytearray) -> Any:
