@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from backapp.domain.config import slugify
 from backapp.engine.backup import BackupResult, run_backup
 from backapp.engine.layout import Repository
 from backapp.engine.restore import run_restore
@@ -26,11 +27,13 @@ class Chain:
             (self.src / f"f{i}.bin").write_bytes(os.urandom(20_000))
         self.config = make_config([self.src], tmp_path / "dest", type="incremental")
         self.storage = LocalStorage(tmp_path / "dest")
-        self.repo = Repository(self.storage, "", self.config.slug)
+        self.repo = Repository(self.storage, "", slugify(self.config.name))
         self.tmp = tmp_path
 
     def backup(self) -> BackupResult:
-        return run_backup(self.config, self.storage, block_size=16 * 1024)
+        return run_backup(
+            self.config, self.storage, slug=slugify(self.config.name), block_size=16 * 1024
+        )
 
     def change(self) -> None:
         (self.src / "f1.bin").write_bytes(os.urandom(20_000))

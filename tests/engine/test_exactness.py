@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from backapp.domain.config import slugify
 from backapp.engine.backup import run_backup
 from backapp.engine.layout import Repository
 from backapp.engine.restore import run_restore
@@ -26,8 +27,8 @@ MIB = 1024 * 1024
 def _backup(tmp_path: Path, src: Path, **options: object) -> Repository:
     config = make_config([src], tmp_path / "dest", **options)
     storage = LocalStorage(tmp_path / "dest")
-    run_backup(config, storage, block_size=64 * 1024)
-    return Repository(storage, "", config.slug)
+    run_backup(config, storage, slug=slugify(config.name), block_size=64 * 1024)
+    return Repository(storage, "", slugify(config.name))
 
 
 def _xattrs(path: Path, follow: bool = True) -> dict[str, bytes]:

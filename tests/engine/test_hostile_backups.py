@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from backapp.domain.config import slugify
 from backapp.engine.backup import run_backup
 from backapp.engine.crypto import MasterKey
 from backapp.engine.layout import Repository
@@ -51,8 +52,10 @@ class World:
         self.stat_before = {p: os.lstat(p) for p in self.outside.rglob("*")}
         self.config = make_config([self.src], tmp_path / "dest", encryption=key is not None)
         self.storage = LocalStorage(tmp_path / "dest")
-        self.result = run_backup(self.config, self.storage, key=key, block_size=16 * 1024)
-        self.repo = Repository(self.storage, "", self.config.slug)
+        self.result = run_backup(
+            self.config, self.storage, slug=slugify(self.config.name), key=key, block_size=16 * 1024
+        )
+        self.repo = Repository(self.storage, "", slugify(self.config.name))
         self.backup_id = self.result.backup_id
         self.target = tmp_path / "target"
         self.key = key
@@ -285,9 +288,9 @@ def test_an_in_place_restore_follows_the_live_systems_links_above_the_source(
     link.symlink_to(real)
     config = make_config([link / "data"], tmp_path / "dest")
     storage = LocalStorage(tmp_path / "dest")
-    run_backup(config, storage)
+    run_backup(config, storage, slug=slugify(config.name))
     (real / "data" / "f.txt").write_text("changed\n")
-    repo = Repository(storage, "", config.slug)
+    repo = Repository(storage, "", slugify(config.name))
     restored = run_restore(repo, "latest", Path("/"), existing="overwrite")
     assert restored.ok, restored.errors
     assert link.is_symlink()

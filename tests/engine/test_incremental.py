@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from backapp.domain.config import slugify
 from backapp.engine.backup import run_backup
 from backapp.engine.crypto import HEADER_SIZE, TAG_SIZE, MasterKey
 from backapp.engine.layout import Repository
@@ -65,12 +66,14 @@ def test_full_plus_five_incrementals_restore_every_point_in_time_exactly(
     _initial(src)
     config = make_config([src], tmp_path / "dest", type="incremental", encryption=encryption)
     storage = LocalStorage(tmp_path / "dest")
-    repo = Repository(storage, "", config.slug)
+    repo = Repository(storage, "", slugify(config.name))
     points = []
     for day in range(6):
         if day:
             _day(src, day)
-        result = run_backup(config, storage, key=master_key, block_size=64 * 1024)
+        result = run_backup(
+            config, storage, slug=slugify(config.name), key=master_key, block_size=64 * 1024
+        )
         points.append((result, snapshot(src)))
 
     full, *incrementals = [r for r, _ in points]
@@ -103,8 +106,8 @@ def test_no_change_incremental_sends_almost_nothing(tmp_path: Path) -> None:
     _initial(src)
     config = make_config([src], tmp_path / "dest", type="incremental")
     storage = LocalStorage(tmp_path / "dest")
-    first = run_backup(config, storage)
-    again = run_backup(config, storage)
+    first = run_backup(config, storage, slug=slugify(config.name))
+    again = run_backup(config, storage, slug=slugify(config.name))
     assert again.info.type == "incremental"
     assert again.info.stats.unchanged_files == first.info.stats.files
     assert again.info.stats.new_files == again.info.stats.changed_files == 0
@@ -118,7 +121,7 @@ def test_every_nth_backup_is_full(tmp_path: Path) -> None:
     (src / "f").write_text("x")
     config = make_config([src], tmp_path / "dest", type="incremental", fullEvery=3)
     storage = LocalStorage(tmp_path / "dest")
-    kinds = [run_backup(config, storage).info.type for _ in range(7)]
+    kinds = [run_backup(config, storage, slug=slugify(config.name)).info.type for _ in range(7)]
     assert kinds == [
         "full",
         "incremental",
@@ -136,9 +139,11 @@ def test_changing_encryption_starts_a_new_full_chain(tmp_path: Path, master_key:
     (src / "f").write_text("x")
     storage = LocalStorage(tmp_path / "dest")
     plain = make_config([src], tmp_path / "dest", type="incremental")
-    run_backup(plain, storage)
+    run_backup(plain, storage, slug=slugify(plain.name))
     secret = make_config([src], tmp_path / "dest", type="incremental", encryption=True)
-    assert run_backup(secret, storage, key=master_key).info.type == "full"
+    assert (
+        run_backup(secret, storage, slug=slugify(secret.name), key=master_key).info.type == "full"
+    )
 
 
 def test_verify_names_a_missing_or_damaged_object_in_the_chain(
@@ -151,11 +156,25 @@ def test_verify_names_a_missing_or_damaged_object_in_the_chain(
         [src], tmp_path / "dest", type="incremental", encryption=True, compression=False
     )
     storage = LocalStorage(tmp_path / "dest")
-    repo = Repository(storage, "", config.slug)
+    repo = Repository(storage, "", slugify(config.name))
     segment = 4096
-    full = run_backup(config, storage, key=master_key, block_size=64 * 1024, segment_size=segment)
+    full = run_backup(
+        config,
+        storage,
+        slug=slugify(config.name),
+        key=master_key,
+        block_size=64 * 1024,
+        segment_size=segment,
+    )
     _day(src, 1)
-    incr = run_backup(config, storage, key=master_key, block_size=64 * 1024, segment_size=segment)
+    incr = run_backup(
+        config,
+        storage,
+        slug=slugify(config.name),
+        key=master_key,
+        block_size=64 * 1024,
+        segment_size=segment,
+    )
     assert run_verify(repo, "latest", master=master_key, full=True).ok
 
     # Flip a byte in the middle of movie.bin's data: uncompressed, so tar offset maps
@@ -165,7 +184,7 @@ def test_verify_names_a_missing_or_damaged_object_in_the_chain(
     assert movie.offset is not None
     plain_at = movie.offset + 300_000
     cipher_at = HEADER_SIZE + (plain_at // segment) * (segment + TAG_SIZE) + plain_at % segment
-    data = tmp_path / "dest" / config.slug / full.backup_id / full.info.data.name
+    data = tmp_path / "dest" / slugify(config.name) / full.backup_id / full.info.data.name
     raw = bytearray(data.read_bytes())
     raw[cipher_at] ^= 0xFF
     data.write_bytes(bytes(raw))
@@ -173,14 +192,14 @@ def test_verify_names_a_missing_or_damaged_object_in_the_chain(
     assert quick.ok  # sizes and manifests are intact: only a full check reads the bytes
     deep = run_verify(repo, incr.backup_id, master=master_key, full=True)
     assert not deep.ok
-    damaged_files = [w for w, _ in deep.problems if not w.startswith(config.slug)]
+    damaged_files = [w for w, _ in deep.problems if not w.startswith(slugify(config.name))]
     assert damaged_files == [str(src / "media" / "movie.bin").lstrip("/")]
 
     data.unlink()
     missing = run_verify(repo, incr.backup_id, master=master_key)
     assert (str(data.relative_to(tmp_path / "dest")), "object is missing") in missing.problems
 
-    manifest = tmp_path / "dest" / config.slug / incr.backup_id / incr.info.manifest.name
+    manifest = tmp_path / "dest" / slugify(config.name) / incr.backup_id / incr.info.manifest.name
     manifest.write_bytes(manifest.read_bytes()[:-10])
     truncated = run_verify(repo, incr.backup_id, master=master_key)
     assert any("truncated" in m for _, m in truncated.problems)
@@ -197,12 +216,14 @@ def test_restores_stream_the_manifest_when_there_are_too_many_files_to_keep(
     _initial(src)
     config = make_config([src], tmp_path / "dest", type="incremental", encryption=True)
     storage = LocalStorage(tmp_path / "dest")
-    repo = Repository(storage, "", config.slug)
+    repo = Repository(storage, "", slugify(config.name))
     points = []
     for day in range(4):
         if day:
             _day(src, day)
-        result = run_backup(config, storage, key=master_key, block_size=64 * 1024)
+        result = run_backup(
+            config, storage, slug=slugify(config.name), key=master_key, block_size=64 * 1024
+        )
         points.append((result.backup_id, snapshot(src)))
     for index, (backup_id, expected) in enumerate(points):
         restored = run_restore(repo, backup_id, tmp_path / f"r{index}", master=master_key)

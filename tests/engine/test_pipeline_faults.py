@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from backapp.domain.config import slugify
 from backapp.engine import backup as backup_module
 from backapp.engine.backup import run_backup
 from backapp.engine.compress import Codec
@@ -44,8 +45,8 @@ def _after_failure_a_clean_backup_restores(
     tmp_path: Path, src: Path, storage: LocalStorage, key: MasterKey | None
 ) -> None:
     config = make_config([src], Path(storage.description), encryption=key is not None)
-    result = run_backup(config, storage, key=key, block_size=BLOCK)
-    repo = Repository(storage, "", config.slug)
+    result = run_backup(config, storage, slug=slugify(config.name), key=key, block_size=BLOCK)
+    repo = Repository(storage, "", slugify(config.name))
     assert repo.ids() == [result.backup_id]
     target = tmp_path / "restored"
     restored = run_restore(repo, "latest", target, master=key)
@@ -194,8 +195,8 @@ def test_a_failure_at_any_stage_fails_the_backup_and_leaves_nothing(
     with pytest.MonkeyPatch.context() as mp:
         STAGES[stage](mp, storage)
         with pytest.raises((BackappError, RuntimeError, OSError)):
-            run_backup(config, storage, key=master_key, block_size=BLOCK)
-    repo = Repository(local, "", config.slug)
+            run_backup(config, storage, slug=slugify(config.name), key=master_key, block_size=BLOCK)
+    repo = Repository(local, "", slugify(config.name))
     assert repo.ids() == [], "a failed backup must never be committed"
     assert _leftovers(dest) == [], "a failed backup must leave nothing behind"
     _after_failure_a_clean_backup_restores(tmp_path, src, local, master_key)
@@ -214,8 +215,10 @@ def test_a_lost_reply_to_the_commit_marker_keeps_the_committed_backup(
 
     storage.inject("put", key_contains="backup.json", action=stored_then_lost)
     config = make_config([src], tmp_path / "dest", encryption=True)
-    result = run_backup(config, storage, key=master_key, block_size=BLOCK)
-    repo = Repository(local, "", config.slug)
+    result = run_backup(
+        config, storage, slug=slugify(config.name), key=master_key, block_size=BLOCK
+    )
+    repo = Repository(local, "", slugify(config.name))
     assert repo.ids() == [result.backup_id]
     target = tmp_path / "restored"
     assert run_restore(repo, "latest", target, master=master_key).ok
@@ -229,7 +232,9 @@ def test_a_dropped_block_is_reported_as_lost_data(
     _a_block_is_dropped(monkeypatch, FaultStorage(LocalStorage(tmp_path / "dest")))
     config = make_config([src], tmp_path / "dest")
     with pytest.raises(IntegrityError, match="lost"):
-        run_backup(config, LocalStorage(tmp_path / "dest"), block_size=BLOCK)
+        run_backup(
+            config, LocalStorage(tmp_path / "dest"), slug=slugify(config.name), block_size=BLOCK
+        )
 
 
 @pytest.mark.parametrize("landed", [True, False])
@@ -249,14 +254,14 @@ def test_when_storage_cannot_say_whether_the_marker_landed_nothing_is_deleted(
     storage.inject("get", key_contains="backup.json", error=StorageConnectionError("down"))
     config = make_config([src], tmp_path / "dest", encryption=True)
     with pytest.raises(StorageConnectionError):
-        run_backup(config, storage, key=master_key, block_size=BLOCK)
-    repo = Repository(local, "", config.slug)
+        run_backup(config, storage, slug=slugify(config.name), key=master_key, block_size=BLOCK)
+    repo = Repository(local, "", slugify(config.name))
     assert len(_leftovers(tmp_path / "dest")) == (3 if landed else 2)  # nothing deleted
     if landed:  # a marker may point at them: the backup is whole and restores
         target = tmp_path / "restored"
         assert run_restore(repo, "latest", target, master=master_key).ok
         assert snapshot(restored_root(target, src)) == snapshot(src)
     # The next run (the store answering again) keeps what is committed, removes the rest.
-    after = run_backup(config, local, key=master_key, block_size=BLOCK)
+    after = run_backup(config, local, slug=slugify(config.name), key=master_key, block_size=BLOCK)
     assert len(repo.ids()) == (2 if landed else 1)
     assert ("left by interrupted runs" in after.cleanup_note) == (not landed)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from backapp.domain.config import slugify
 from backapp.engine.backup import run_backup
 from backapp.engine.crypto import MasterKey
 from backapp.engine.layout import Repository
@@ -29,8 +30,15 @@ def _backup(tmp_path: Path, key: MasterKey) -> tuple[ArchiveReader, list[Entry],
         contents[str(src / f"f{i:02}.bin").lstrip("/")] = data
     config = make_config([src], tmp_path / "dest", encryption=True, compressionLevel=1)
     storage = LocalStorage(tmp_path / "dest")
-    result = run_backup(config, storage, key=key, block_size=64 * 1024, segment_size=10_000)
-    repo = Repository(storage, "", config.slug)
+    result = run_backup(
+        config,
+        storage,
+        slug=slugify(config.name),
+        key=key,
+        block_size=64 * 1024,
+        segment_size=10_000,
+    )
+    repo = Repository(storage, "", slugify(config.name))
     reader = open_manifest(repo, result.info, key)
     files = [e for e in reader if e.type == "file"]
     archive = ArchiveReader(repo, result.info, reader.read_trailer(), key)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from backapp.domain.config import slugify
 from backapp.engine.backup import BackupResult, run_backup
 from backapp.engine.crypto import MasterKey
 from backapp.engine.layout import Repository
@@ -27,8 +28,8 @@ def _backup(tmp_path: Path, key: MasterKey | None = None) -> tuple[Repository, B
     (src / "b.bin").write_bytes(os.urandom(3 * 1024 * 1024))
     config = make_config([src], tmp_path / "dest", encryption=key is not None)
     storage = LocalStorage(tmp_path / "dest")
-    result = run_backup(config, storage, key=key, block_size=64 * 1024)
-    return Repository(storage, "", config.slug), result, src
+    result = run_backup(config, storage, slug=slugify(config.name), key=key, block_size=64 * 1024)
+    return Repository(storage, "", slugify(config.name)), result, src
 
 
 def _rewrite_manifest(repo: Repository, backup_id: str, edit: Any) -> None:
@@ -180,8 +181,8 @@ def test_truncated_archive_restores_what_is_intact_and_names_the_rest(
     key = master_key if encrypted else None
     config = make_config([src], tmp_path / "dest", encryption=encrypted)
     storage = LocalStorage(tmp_path / "dest")
-    result = run_backup(config, storage, key=key, block_size=64 * 1024)
-    repo = Repository(storage, "", config.slug)
+    result = run_backup(config, storage, slug=slugify(config.name), key=key, block_size=64 * 1024)
+    repo = Repository(storage, "", slugify(config.name))
     data = tmp_path / "dest" / repo.key(result.backup_id, result.info.data.name)
     data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
     restored = run_restore(repo, "latest", tmp_path / "target", master=key)

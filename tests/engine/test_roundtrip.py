@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from backapp.domain.config import slugify
 from backapp.engine.backup import run_backup
 from backapp.engine.crypto import MasterKey
 from backapp.engine.layout import Repository
@@ -126,10 +127,15 @@ def test_backup_then_restore_reproduces_generated_trees_exactly(
         config = make_config([src], base / "dest", **opts)
         storage = LocalStorage(base / "dest")
         result = run_backup(
-            config, storage, key=master_key, block_size=block_size, segment_size=segment_size
+            config,
+            storage,
+            slug=slugify(config.name),
+            key=master_key,
+            block_size=block_size,
+            segment_size=segment_size,
         )
         assert result.skips.count == 0
-        repo = Repository(storage, "", config.slug)
+        repo = Repository(storage, "", slugify(config.name))
         restored = run_restore(repo, "latest", base / "restore", master=master_key)
         assert restored.ok, restored.errors
         assert snapshot(restored_root(base / "restore", src)) == snapshot(src)
@@ -168,9 +174,9 @@ def test_restore_reproduces_links_hardlinks_long_names_and_empty_dirs(
     _sample_tree(src)
     config = make_config([src], tmp_path / "dest", encryption=encryption)
     storage = LocalStorage(tmp_path / "dest")
-    run_backup(config, storage, key=master_key)
+    run_backup(config, storage, slug=slugify(config.name), key=master_key)
     restored = run_restore(
-        Repository(storage, "", config.slug), "latest", tmp_path / "out", master=master_key
+        Repository(storage, "", slugify(config.name)), "latest", tmp_path / "out", master=master_key
     )
     assert restored.ok, restored.errors
     out = restored_root(tmp_path / "out", src)
@@ -185,8 +191,8 @@ def test_unencrypted_archive_is_restored_by_system_tar(tmp_path: Path) -> None:
     _sample_tree(src)
     config = make_config([src], tmp_path / "dest", compressionLevel=3)
     storage = LocalStorage(tmp_path / "dest")
-    result = run_backup(config, storage, block_size=64 * 1024)
-    data = tmp_path / "dest" / config.slug / result.backup_id / "data.tar.gz"
+    result = run_backup(config, storage, slug=slugify(config.name), block_size=64 * 1024)
+    data = tmp_path / "dest" / slugify(config.name) / result.backup_id / "data.tar.gz"
     out = tmp_path / "tar-out"
     out.mkdir()
     subprocess.run(["tar", "xzf", str(data), "-C", str(out)], check=True)
@@ -201,8 +207,8 @@ def test_zstd_archive_is_restored_by_system_tar(tmp_path: Path) -> None:
     _sample_tree(src)
     config = make_config([src], tmp_path / "dest", compressionAlgorithm="zstd")
     storage = LocalStorage(tmp_path / "dest")
-    result = run_backup(config, storage, block_size=64 * 1024)
-    data = tmp_path / "dest" / config.slug / result.backup_id / "data.tar.zst"
+    result = run_backup(config, storage, slug=slugify(config.name), block_size=64 * 1024)
+    data = tmp_path / "dest" / slugify(config.name) / result.backup_id / "data.tar.zst"
     out = tmp_path / "tar-out"
     out.mkdir()
     subprocess.run(["tar", "--zstd", "-xf", str(data), "-C", str(out)], check=True)
@@ -218,8 +224,10 @@ def test_several_sources_are_restored_side_by_side(tmp_path: Path) -> None:
         sources.append(src)
     config = make_config(sources, tmp_path / "dest")
     storage = LocalStorage(tmp_path / "dest")
-    run_backup(config, storage)
-    restored = run_restore(Repository(storage, "", config.slug), "latest", tmp_path / "out")
+    run_backup(config, storage, slug=slugify(config.name))
+    restored = run_restore(
+        Repository(storage, "", slugify(config.name)), "latest", tmp_path / "out"
+    )
     assert restored.ok
     for src in sources:
         assert snapshot(restored_root(tmp_path / "out", src)) == snapshot(src)

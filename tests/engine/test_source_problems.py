@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from backapp.domain.config import slugify
 from backapp.engine import tarstream
 from backapp.engine.backup import run_backup
 from backapp.engine.layout import Repository
@@ -34,7 +35,9 @@ def test_fifo_socket_in_source_are_skipped_without_hanging(tmp_path: Path) -> No
         outcome: dict[str, object] = {}
 
         def backup() -> None:
-            outcome["result"] = run_backup(config, LocalStorage(tmp_path / "dest"))
+            outcome["result"] = run_backup(
+                config, LocalStorage(tmp_path / "dest"), slug=slugify(config.name)
+            )
 
         worker = threading.Thread(target=backup, daemon=True)
         worker.start()
@@ -66,7 +69,7 @@ def test_file_that_vanishes_during_backup_is_skipped_and_counted(
 
     monkeypatch.setattr(tarstream.os, "readv", readv_then_delete)
     config = make_config([src], tmp_path / "dest")
-    result = run_backup(config, LocalStorage(tmp_path / "dest"))
+    result = run_backup(config, LocalStorage(tmp_path / "dest"), slug=slugify(config.name))
     assert result.skips.count == 1
     assert result.skips.samples[0][0].endswith("b-vanishes.txt")
     assert result.skips.samples[0][1] == "vanished during backup"
@@ -92,11 +95,13 @@ def test_file_that_shrinks_while_read_is_stored_as_read_with_a_warning(
     monkeypatch.setattr(tarstream.os, "readv", readv_after_truncate)
     config = make_config([src], tmp_path / "dest")
     storage = LocalStorage(tmp_path / "dest")
-    result = run_backup(config, storage)
+    result = run_backup(config, storage, slug=slugify(config.name))
     assert result.skips.warnings == 1
     assert "shrank" in result.skips.samples[0][1]
     monkeypatch.undo()
-    restored = run_restore(Repository(storage, "", config.slug), "latest", tmp_path / "out")
+    restored = run_restore(
+        Repository(storage, "", slugify(config.name)), "latest", tmp_path / "out"
+    )
     assert restored.ok, restored.errors
     out = restored_root(tmp_path / "out", src) / "growing.log"
     assert out.read_bytes() == b"0123456789" * 400
@@ -105,7 +110,7 @@ def test_file_that_shrinks_while_read_is_stored_as_read_with_a_warning(
 def test_missing_source_fails_before_anything_is_uploaded(tmp_path: Path) -> None:
     config = make_config([tmp_path / "nope"], tmp_path / "dest")
     with pytest.raises(SourceError, match="does not exist"):
-        run_backup(config, LocalStorage(tmp_path / "dest"))
+        run_backup(config, LocalStorage(tmp_path / "dest"), slug=slugify(config.name))
     assert not (tmp_path / "dest").exists() or not any((tmp_path / "dest").rglob("*"))
 
 
@@ -114,7 +119,7 @@ def test_missing_key_fails_before_anything_is_uploaded(tmp_path: Path) -> None:
     src.mkdir()
     config = make_config([src], tmp_path / "dest", encryption=True)
     with pytest.raises(EncryptionKeyError, match="BACKUP_ENCRYPTION_KEY is not set"):
-        run_backup(config, LocalStorage(tmp_path / "dest"), key=None)
+        run_backup(config, LocalStorage(tmp_path / "dest"), slug=slugify(config.name), key=None)
     assert not (tmp_path / "dest").exists() or not any((tmp_path / "dest").rglob("*"))
 
 
@@ -122,7 +127,7 @@ def test_overlapping_sources_are_refused(tmp_path: Path) -> None:
     (tmp_path / "a" / "b").mkdir(parents=True)
     config = make_config([tmp_path / "a", tmp_path / "a" / "b"], tmp_path / "dest")
     with pytest.raises(SourceError, match="overlap"):
-        run_backup(config, LocalStorage(tmp_path / "dest"))
+        run_backup(config, LocalStorage(tmp_path / "dest"), slug=slugify(config.name))
 
 
 def test_cancelled_backup_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -140,10 +145,17 @@ def test_cancelled_backup_leaves_nothing_behind(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path / "dest")
     config = make_config([src], tmp_path / "dest")
     with pytest.raises(CancelledError, match="stopped by test"):
-        run_backup(config, storage, progress=on_progress, cancel=cancel, block_size=65536)
+        run_backup(
+            config,
+            storage,
+            slug=slugify(config.name),
+            progress=on_progress,
+            cancel=cancel,
+            block_size=65536,
+        )
     assert seen
     assert list(storage.list("")) == []
-    assert Repository(storage, "", config.slug).ids() == []
+    assert Repository(storage, "", slugify(config.name)).ids() == []
 
 
 def test_patterns_select_what_is_backed_up(tmp_path: Path) -> None:
@@ -162,8 +174,8 @@ def test_patterns_select_what_is_backed_up(tmp_path: Path) -> None:
     from backapp.domain.config import parse_config
 
     storage = LocalStorage(tmp_path / "dest")
-    run_backup(parse_config(data), storage)
-    run_restore(Repository(storage, "", config.slug), "latest", tmp_path / "out")
+    run_backup(parse_config(data), storage, slug=slugify(parse_config(data).name))
+    run_restore(Repository(storage, "", slugify(config.name)), "latest", tmp_path / "out")
     out = restored_root(tmp_path / "out", src)
     kept = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
     assert kept == [
@@ -179,8 +191,8 @@ def test_patterns_select_what_is_backed_up(tmp_path: Path) -> None:
 
     data["sources"][0]["excludePatterns"] = []
     data["sources"][0]["includePatterns"] = ["photos/", "*.md"]
-    run_backup(parse_config(data), storage)
-    run_restore(Repository(storage, "", config.slug), "latest", tmp_path / "out2")
+    run_backup(parse_config(data), storage, slug=slugify(parse_config(data).name))
+    run_restore(Repository(storage, "", slugify(config.name)), "latest", tmp_path / "out2")
     out2 = restored_root(tmp_path / "out2", src)
     kept2 = sorted(str(p.relative_to(out2)) for p in out2.rglob("*"))
     assert kept2 == [
@@ -208,7 +220,7 @@ def test_cancel_stops_a_bandwidth_limited_backup_within_seconds(tmp_path: Path) 
     timer.start()
     started = time.monotonic()
     with pytest.raises(CancelledError):
-        run_backup(config, slow, cancel=cancel)
+        run_backup(config, slow, slug=slugify(config.name), cancel=cancel)
     timer.join()
     assert time.monotonic() - started < 4
     assert list(local.list("")) == []
@@ -226,8 +238,8 @@ def test_a_failure_after_the_commit_never_removes_the_committed_backup(tmp_path:
             raise RuntimeError("progress sink broke after the commit")
 
     with pytest.raises(RuntimeError):
-        run_backup(config, storage, progress=progress)
-    repo = Repository(storage, "", config.slug)
+        run_backup(config, storage, slug=slugify(config.name), progress=progress)
+    repo = Repository(storage, "", slugify(config.name))
     [backup_id] = repo.ids()
     names = sorted(name for name, _ in repo.objects(backup_id))
     assert names == ["backup.json", "data.tar.gz", "manifest.json.gz"]
@@ -265,9 +277,9 @@ def test_a_folder_swapped_for_a_symlink_while_it_is_opened_is_not_followed(
 
     monkeypatch.setattr(os, "open", open_after_the_swap)
     config = make_config([src], tmp_path / "dest")
-    result = run_backup(config, LocalStorage(tmp_path / "dest"))
+    result = run_backup(config, LocalStorage(tmp_path / "dest"), slug=slugify(config.name))
     monkeypatch.undo()
-    repo = Repository(LocalStorage(tmp_path / "dest"), "", config.slug)
+    repo = Repository(LocalStorage(tmp_path / "dest"), "", slugify(config.name))
     restored = run_restore(repo, "latest", tmp_path / "t")
     assert restored.ok
     root = restored_root(tmp_path / "t", src)
@@ -296,9 +308,9 @@ def test_files_are_read_from_the_folder_the_backup_opened_even_if_it_is_swapped(
 
     monkeypatch.setattr(tarstream.os, "readv", readv_then_swap)
     config = make_config([src], tmp_path / "dest")
-    run_backup(config, LocalStorage(tmp_path / "dest"))
+    run_backup(config, LocalStorage(tmp_path / "dest"), slug=slugify(config.name))
     monkeypatch.undo()
-    repo = Repository(LocalStorage(tmp_path / "dest"), "", config.slug)
+    repo = Repository(LocalStorage(tmp_path / "dest"), "", slugify(config.name))
     assert run_restore(repo, "latest", tmp_path / "t").ok
     stored = restored_root(tmp_path / "t", src) / "victim" / "shadow"
     assert stored.read_text() == "the victim's own file\n"

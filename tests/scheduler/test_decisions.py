@@ -9,6 +9,7 @@ from pathlib import Path
 
 from backapp.db import utcnow
 from backapp.db.repositories import runs as run_repo
+from backapp.domain.config import slugify
 from backapp.domain.retention import StoredBackup, plan_retention
 from backapp.engine.backup import run_backup
 from backapp.engine.layout import Repository
@@ -145,21 +146,21 @@ def test_retention_after_a_backup_deletes_expired_backups_from_storage(
     config = get_config(ctx, config_id)
     document = config_service.document_of(config)
     storage = LocalStorage(tmp_path / "dest")
-    repo = Repository(storage, "", config.slug)
-    ids = [run_backup(document, storage, slug=config.slug).backup_id for _ in range(3)]
+    repo = Repository(storage, "", slugify(config.name))
+    ids = [run_backup(document, storage, slug=slugify(config.name)).backup_id for _ in range(3)]
     # Age the two oldest backups by rewriting their commit markers.
     for backup_id, age in zip(ids[:2], (30, 10), strict=True):
-        marker = tmp_path / "dest" / config.slug / backup_id / "backup.json"
+        marker = tmp_path / "dest" / slugify(config.name) / backup_id / "backup.json"
         info = json.loads(marker.read_text())
         info["completedAt"] = (utcnow() - timedelta(days=age)).isoformat()
         marker.write_text(json.dumps(info))
-    preview = retention.preview(ctx, document, config.slug)
-    assert [d["backupId"] for d in preview["delete"]] == [ids[1], ids[0]]
-    assert [k["backupId"] for k in preview["keep"]] == [ids[2]]
-    result = retention.apply(ctx, ctx.db.session, config_id, document, config.slug)
+    preview = retention.preview(ctx, document, slugify(config.name))
+    assert [d.backup_id for d in preview.delete] == [ids[1], ids[0]]
+    assert [k.backup_id for k in preview.keep] == [ids[2]]
+    result = retention.apply(ctx, ctx.db.session, config_id, document, slugify(config.name))
     assert [d["backupId"] for d in result["retention"]["deleted"]] == [ids[1], ids[0]]
     assert repo.ids() == [ids[2]]
-    assert not (tmp_path / "dest" / config.slug / ids[0]).exists()
+    assert not (tmp_path / "dest" / slugify(config.name) / ids[0]).exists()
 
 
 def test_retention_waits_its_turn_while_a_backup_of_the_config_holds_the_lock(
@@ -175,15 +176,15 @@ def test_retention_waits_its_turn_while_a_backup_of_the_config_holds_the_lock(
     config = get_config(ctx, config_id)
     document = config_service.document_of(config)
     storage = LocalStorage(tmp_path / "dest")
-    repo = Repository(storage, "", config.slug)
-    ids = [run_backup(document, storage, slug=config.slug).backup_id for _ in range(2)]
-    marker = tmp_path / "dest" / config.slug / ids[0] / "backup.json"
+    repo = Repository(storage, "", slugify(config.name))
+    ids = [run_backup(document, storage, slug=slugify(config.name)).backup_id for _ in range(2)]
+    marker = tmp_path / "dest" / slugify(config.name) / ids[0] / "backup.json"
     info = json.loads(marker.read_text())
     info["completedAt"] = (utcnow() - timedelta(days=30)).isoformat()
     marker.write_text(json.dumps(info))
     with RepoLock(repo, "backup", "20991231T000000.000Z-000000"):  # a backup is running
-        result = retention.apply(ctx, ctx.db.session, config_id, document, config.slug)
+        result = retention.apply(ctx, ctx.db.session, config_id, document, slugify(config.name))
     assert "locked by another run" in result["retention"]["error"]
     assert repo.ids() == ids  # nothing deleted under a running backup
-    after = retention.apply(ctx, ctx.db.session, config_id, document, config.slug)
+    after = retention.apply(ctx, ctx.db.session, config_id, document, slugify(config.name))
     assert [d["backupId"] for d in after["retention"]["deleted"]] == [ids[0]]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from mypy_boto3_s3 import S3Client
 
-from backapp.domain.config import S3Destination
+from backapp.domain.config import S3Destination, slugify
 from backapp.engine.backup import run_backup
 from backapp.engine.crypto import MasterKey
 from backapp.engine.layout import Repository
@@ -72,11 +72,17 @@ class Setup:
         return open_storage(self.destination, **options)  # type: ignore[arg-type]
 
     def backup(self, storage: Storage | None = None, **options: object) -> str:
-        result = run_backup(self.config, storage or self.storage(), key=self.key, **options)
+        result = run_backup(
+            self.config,
+            storage or self.storage(),
+            slug=slugify(self.config.name),
+            key=self.key,
+            **options,
+        )
         return result.backup_id
 
     def repo(self) -> Repository:
-        return Repository(self.storage(), "", self.config.slug)
+        return Repository(self.storage(), "", slugify(self.config.name))
 
     def assert_exact_and_clean(self, s3: S3Client, backup_ids: list[str]) -> None:
         self.proxy.clear()

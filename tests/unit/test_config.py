@@ -401,15 +401,32 @@ def test_config_exported_from_the_api_loads_without_its_server_fields(tmp_path: 
         "id": "0b7f3c2e-6a43-4d8e-9a51-3e2f0f7c1d11",
         "createdAt": "2026-01-01T10:00:00Z",
         "updatedAt": "2026-01-02T10:00:00Z",
+        "version": 3,
+        "nextRunAt": "2026-01-03T02:00:00Z",
+        "nextVerifyAt": None,
+        "slug": "test-backup-2",
         **EXAMPLE,
     }
     path = tmp_path / "nightly.json"
     path.write_text(json.dumps(exported), encoding="utf-8")
 
-    config = load_config_file(path)
+    loaded = load_config_file(path)
 
-    assert config == parse_config(EXAMPLE)
-    assert "id" not in config.to_json_dict()
+    assert loaded.document == parse_config(EXAMPLE)
+    assert "id" not in loaded.document.to_json_dict()
+    # The server's identity of the config is kept: its folder is not derived from its name.
+    assert (loaded.slug, loaded.config_id) == ("test-backup-2", exported["id"])
+
+
+@pytest.mark.parametrize("slug", ["", "../other", "Caps", "a--b", "-a", 7])
+def test_a_config_file_with_a_slug_backapp_never_makes_is_refused(
+    tmp_path: Path, slug: object
+) -> None:
+    path = tmp_path / "nightly.json"
+    path.write_text(json.dumps({**EXAMPLE, "slug": slug}), encoding="utf-8")
+    with pytest.raises(ConfigError, match="slug") as caught:
+        load_config_file(path)
+    assert caught.value.problems[0][0] == "slug"
 
 
 def test_config_file_errors_name_the_field(tmp_path: Path) -> None:

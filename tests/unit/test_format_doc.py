@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from backapp.domain.config import slugify
 from backapp.engine.backup import run_backup
 from backapp.engine.crypto import MasterKey, encrypt_stream
 from backapp.storage.local import LocalStorage
@@ -91,13 +92,13 @@ def test_standalone_restore_recipe_restores_an_incremental_backup_exactly(
     }
     config = make_config([src], tmp_path / "dest", **options)
     storage = LocalStorage(tmp_path / "dest")
-    run_backup(config, storage)
+    run_backup(config, storage, slug=slugify(config.name))
     # A day of changes: a folder moved, a big file copied and renamed, one edited, one gone.
     (src / "photos" / "2026").rename(src / "photos" / "archive-2026")
     (src / "copy.jpg").write_bytes(big)
     (src / "docs" / "notes.txt").write_text("v2, edited\n")
     (src / "docs" / "gone.txt").unlink()
-    incr = run_backup(config, storage)
+    incr = run_backup(config, storage, slug=slugify(config.name))
     assert incr.info.type == "incremental" and incr.info.stats.renamed_files >= 1
     script = tmp_path / "restore.py"
     script.write_text(_restore_recipe())
@@ -106,7 +107,7 @@ def test_standalone_restore_recipe_restores_an_incremental_backup_exactly(
         [
             sys.executable,
             str(script),
-            str(tmp_path / "dest" / config.slug),
+            str(tmp_path / "dest" / slugify(config.name)),
             incr.backup_id,
             str(target),
         ],

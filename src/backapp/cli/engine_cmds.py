@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
@@ -22,16 +23,21 @@ from backapp.cli.output import (
     progress_bar,
 )
 from backapp.cli.signals import EXIT_INTERRUPTED, interruptible
+from backapp.db import Database
 from backapp.domain.config import BackupConfig, load_config_file
 from backapp.domain.patterns import exact_path_pattern
 from backapp.engine.backup import run_backup
 from backapp.engine.crypto import MasterKey, decrypt_stream
-from backapp.engine.layout import Repository
+from backapp.engine.layout import Repository, newest_per_folder
 from backapp.engine.progress import CancelToken
 from backapp.engine.restore import run_restore
 from backapp.engine.streams import file_chunks
 from backapp.engine.verify import run_verify
 from backapp.errors import BackappError, CancelledError, EncryptionKeyError, IntegrityError
+from backapp.services import configs as config_service
+from backapp.services import retention
+from backapp.services.configs import StoredConfig
+from backapp.services.context import AppContext
 from backapp.settings import Settings
 from backapp.storage import Storage
 from backapp.storage.factory import open_storage
@@ -40,11 +46,20 @@ backup_app = typer.Typer(help="Run backups from a config file.", no_args_is_help
 backups_app = typer.Typer(help="List the backups stored for a config.", no_args_is_help=True)
 
 ConfigFile = Annotated[
-    Path,
+    Path | None,
     typer.Option(
         "--config-file",
         "-c",
-        help="JSON backup configuration (the API's schema).",
+        help="JSON backup configuration (the API's schema; a config exported from the API "
+        "keeps its folder).",
+        show_default=False,
+    ),
+]
+ConfigRef = Annotated[
+    str | None,
+    typer.Option(
+        "--config",
+        help="Name or id of a config the server knows (its database: DATABASE_URL).",
         show_default=False,
     ),
 ]
@@ -76,10 +91,46 @@ def open_config_storage(
     )
 
 
-def repository_for(config: BackupConfig, settings: Settings, cancel: CancelToken) -> Repository:
-    """Given a config, return the repository of its backups (for reading)."""
+@dataclass(frozen=True)
+class Chosen:
+    """The config a command works on: its identity, and the server's context if the server
+    knows it (``--config``), for what a server run also does (retention marks its runs)."""
+
+    identity: StoredConfig
+    ctx: AppContext | None = None
+
+    @property
+    def document(self) -> BackupConfig:
+        """The config's document."""
+        return self.identity.document
+
+
+def choose_config(
+    config_file: Path | None, config_ref: str | None, settings: Settings, cancel: CancelToken
+) -> Chosen:
+    """Given the command's --config-file or --config, return the config and its identity.
+    Raise UsageError (neither or both), ConfigError, NotFoundError, DatabaseError,
+    StorageError (a file without a folder name: the destination is looked at)."""
+    if (config_file is None) == (config_ref is None):
+        raise UsageError("give either --config-file FILE or --config NAME|ID")
+    if config_ref is not None:
+        ctx = AppContext(settings=settings, db=Database(settings.database_url))
+        ctx.db.upgrade()  # as every server process does on start (a no-op when current)
+        with ctx.db.session() as session:
+            identity = config_service.identity_of(config_service.find(session, config_ref))
+        return Chosen(identity, ctx)
+    assert config_file is not None
+    file = load_config_file(config_file)
+    storage = open_config_storage(file.document, settings, cancel)
+    prefix = file.document.destination.prefix
+    return Chosen(config_service.identity_of_file(file, lambda: newest_per_folder(storage, prefix)))
+
+
+def repository_for(identity: StoredConfig, settings: Settings, cancel: CancelToken) -> Repository:
+    """Given a config's identity, return the repository of its backups (for reading)."""
+    config = identity.document
     return Repository(
-        open_config_storage(config, settings, cancel), config.destination.prefix, config.slug
+        open_config_storage(config, settings, cancel), config.destination.prefix, identity.slug
     )
 
 
@@ -93,23 +144,36 @@ def _interrupted(exc: CancelledError, as_json: bool) -> NoReturn:
 
 
 @backup_app.command("run")
-def backup_run(config_file: ConfigFile, as_json: JsonFlag = False) -> None:
-    """Back up the sources of a config now, with a progress bar and a summary."""
+def backup_run(
+    config_file: ConfigFile = None, config_ref: ConfigRef = None, as_json: JsonFlag = False
+) -> None:
+    """Back up the sources of a config now, with a progress bar and a summary; then apply
+    its retention, as a scheduled run does."""
     try:
-        config = load_config_file(config_file)
         settings = _settings()
-        key = master_key(settings, required=config.options.encryption)
         with interruptible() as cancel:
+            chosen = choose_config(config_file, config_ref, settings, cancel)
+            config, slug = chosen.document, chosen.identity.slug
+            key = master_key(settings, required=config.options.encryption)
             storage = open_config_storage(config, settings, cancel, upload=True)
             with progress_bar(not as_json, f"Backing up {config.name}") as on_progress:
-                result = run_backup(config, storage, key=key, progress=on_progress, cancel=cancel)
+                result = run_backup(
+                    config, storage, slug=slug, key=key, progress=on_progress, cancel=cancel
+                )
+            if chosen.ctx is not None and chosen.identity.id is not None:
+                kept = retention.apply(
+                    chosen.ctx, chosen.ctx.db.session, chosen.identity.id, config, slug
+                )
+            else:
+                repo = Repository(storage, config.destination.prefix, slug)
+                kept = retention.delete_expired(repo, config)
     except CancelledError as exc:
         _interrupted(exc, as_json)
     except BackappError as exc:
         fail(exc, as_json=as_json)
     doc = result.to_json()
     if as_json:
-        print(json.dumps(doc))
+        print(json.dumps({**doc, **kept}))
         return
     kind = f"{doc['type']}" + (f" on {doc['parent']}" if doc["parent"] else "")
     out_console.print(f"[bold green]Backup {result.backup_id} completed[/] ({kind})")
@@ -130,15 +194,36 @@ def backup_run(config_file: ConfigFile, as_json: JsonFlag = False) -> None:
         out_console.print(f"  [yellow]skipped or changed:[/] {result.skips.summary()}")
         for path, reason in result.skips.samples[:10]:
             out_console.print(f"    {path}: {reason}", soft_wrap=True)
+    _print_retention(kept.get("retention"))
+
+
+def _print_retention(outcome: dict[str, Any] | None) -> None:
+    if outcome is None:
+        return
+    if "error" in outcome:
+        out_console.print(f"  [yellow]{outcome['error']}[/]", soft_wrap=True)
+        return
+    deleted = outcome["deleted"]
+    out_console.print(
+        f"  retention: {len(deleted)} expired backup(s) deleted, {outcome['kept']} kept"
+    )
+    for item in deleted:
+        out_console.print(f"    {item['backupId']}: {item['reason']}", soft_wrap=True)
+    for problem in outcome.get("errors", []):
+        out_console.print(f"    [yellow]not deleted:[/] {problem}", soft_wrap=True)
 
 
 @backups_app.command("list")
-def backups_list(config_file: ConfigFile, as_json: JsonFlag = False) -> None:
+def backups_list(
+    config_file: ConfigFile = None, config_ref: ConfigRef = None, as_json: JsonFlag = False
+) -> None:
     """List the backups that exist in storage for a config, oldest first."""
     try:
-        config = load_config_file(config_file)
+        settings = _settings()
         with interruptible() as cancel:
-            listed = repository_for(config, _settings(), cancel).scan()
+            chosen = choose_config(config_file, config_ref, settings, cancel)
+            config = chosen.document
+            listed = repository_for(chosen.identity, settings, cancel).scan()
     except CancelledError as exc:
         _interrupted(exc, as_json)
     except BackappError as exc:
@@ -172,7 +257,8 @@ Existing = Literal["refuse", "overwrite", "skip", "keep-both"]
 
 
 def restore(
-    config_file: ConfigFile,
+    config_file: ConfigFile = None,
+    config_ref: ConfigRef = None,
     target: Annotated[
         Path | None,
         typer.Option("--target", "-t", help="Folder to restore into.", show_default=False),
@@ -233,20 +319,22 @@ def restore(
     # Patterns as git reads them: "/etc" is anchored at the root, "etc" matches at any depth.
     patterns = [*(include or []), *(exact_path_pattern(p) for p in paths or [])]
     try:
-        config = load_config_file(config_file)
         settings = _settings()
         key = master_key(settings, required=False)
-        with interruptible() as cancel, progress_bar(not as_json, "Restoring") as on_progress:
-            result = run_restore(
-                repository_for(config, settings, cancel),
-                backup,
-                target or Path("/"),
-                master=key,
-                include=patterns,
-                existing=policy,
-                progress=on_progress,
-                cancel=cancel,
-            )
+        with interruptible() as cancel:
+            chosen = choose_config(config_file, config_ref, settings, cancel)
+            repo = repository_for(chosen.identity, settings, cancel)
+            with progress_bar(not as_json, "Restoring") as on_progress:
+                result = run_restore(
+                    repo,
+                    backup,
+                    target or Path("/"),
+                    master=key,
+                    include=patterns,
+                    existing=policy,
+                    progress=on_progress,
+                    cancel=cancel,
+                )
     except CancelledError as exc:
         _interrupted(exc, as_json)
     except BackappError as exc:
@@ -278,7 +366,8 @@ def restore(
 
 
 def verify(
-    config_file: ConfigFile,
+    config_file: ConfigFile = None,
+    config_ref: ConfigRef = None,
     backup: Annotated[str, typer.Option("--backup", "-b", help="Backup id or 'latest'.")] = (
         "latest"
     ),
@@ -290,17 +379,19 @@ def verify(
 ) -> None:
     """Verify a backup: quick (objects and manifest) or --full (every byte); exit 1 if damaged."""
     try:
-        config = load_config_file(config_file)
         settings = _settings()
-        with interruptible() as cancel, progress_bar(not as_json, "Verifying") as on_progress:
-            result = run_verify(
-                repository_for(config, settings, cancel),
-                backup,
-                master=master_key(settings, required=False),
-                full=full,
-                progress=on_progress,
-                cancel=cancel,
-            )
+        with interruptible() as cancel:
+            chosen = choose_config(config_file, config_ref, settings, cancel)
+            repo = repository_for(chosen.identity, settings, cancel)
+            with progress_bar(not as_json, "Verifying") as on_progress:
+                result = run_verify(
+                    repo,
+                    backup,
+                    master=master_key(settings, required=False),
+                    full=full,
+                    progress=on_progress,
+                    cancel=cancel,
+                )
     except CancelledError as exc:
         _interrupted(exc, as_json)
     except BackappError as exc:

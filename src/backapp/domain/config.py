@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -139,6 +140,9 @@ class S3Destination(_Model):
     region: str
     prefix: str = ""
     endpoint: str | None = None
+    # How requests name the bucket (botocore's ``addressing_style``); None: path for a
+    # custom endpoint, auto (virtual host where possible) for AWS.
+    addressing_style: Literal["auto", "path", "virtual"] | None = None
 
     @field_validator("bucket")
     @classmethod
@@ -281,11 +285,6 @@ class BackupConfig(_Model):
             seen.add(src.path)
         return value
 
-    @property
-    def slug(self) -> str:
-        """The folder name of this config in storage, derived from its name."""
-        return slugify(self.name)
-
 
 def _wrap(check: Any, value: str) -> Any:
     try:
@@ -319,9 +318,23 @@ def check_bucket_name(value: str) -> str:
 
 
 def slugify(name: str) -> str:
-    """Given a config name, return a storage-safe folder name (lowercase, dashes)."""
+    """Given a config name, return a storage-safe folder name (lowercase, dashes): the folder
+    a new config gets. A config's folder is fixed when it is created (a rename keeps it):
+    read it from the config's identity, never from its current name."""
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
     return slug[:80].strip("-") or "backup"
+
+
+def check_slug(value: Any) -> str:
+    """Given a config's stored folder name, return it if it is one BackApp makes. Raise
+    ConfigError (field ``slug``)."""
+    if not isinstance(value, str) or not value or slugify(value) != value:
+        raise ConfigError(
+            f"invalid configuration: slug: {value!r} is not a folder name BackApp makes "
+            "(lowercase letters, digits and single dashes)",
+            [("slug", "not a folder name BackApp makes")],
+        )
+    return value
 
 
 def error_path(loc: tuple[int | str, ...]) -> str:
@@ -349,8 +362,28 @@ def validation_problems(exc: ValidationError) -> list[tuple[str, str]]:
     return problems
 
 
-# Fields the API adds to a stored config; a config file exported from the API may carry them.
-_SERVER_FIELDS = ("id", "createdAt", "updatedAt", "nextRunAt", "lastRun", "slug")
+# Fields the API adds to a stored config (read-only); a config file exported from the API
+# carries them. Of these, ``slug`` (the config's folder) and ``id`` are its identity.
+SERVER_FIELDS = (
+    "id",
+    "slug",
+    "version",
+    "createdAt",
+    "updatedAt",
+    "nextRunAt",
+    "nextVerifyAt",
+    "lastRun",
+)
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """A config read from a JSON file: its document, and the identity the server gave it
+    if the file was exported from the API (``slug`` and ``config_id``, else None)."""
+
+    document: BackupConfig
+    slug: str | None = None
+    config_id: str | None = None
 
 
 def parse_config(document: Any, *, strict: bool = False) -> BackupConfig:
@@ -360,7 +393,7 @@ def parse_config(document: Any, *, strict: bool = False) -> BackupConfig:
     so a config exported from the API works as a config file.
     """
     if isinstance(document, dict) and not strict:
-        document = {k: v for k, v in document.items() if k not in _SERVER_FIELDS}
+        document = {k: v for k, v in document.items() if k not in SERVER_FIELDS}
     try:
         return BackupConfig.model_validate(document)
     except ValidationError as exc:
@@ -369,8 +402,9 @@ def parse_config(document: Any, *, strict: bool = False) -> BackupConfig:
         raise ConfigError(f"invalid configuration: {lines}", problems) from exc
 
 
-def load_config_file(path: Path) -> BackupConfig:
-    """Given a JSON config file, return its BackupConfig. Raise ConfigError."""
+def load_config_file(path: Path) -> ConfigFile:
+    """Given a JSON config file, return its document and identity (if it has one). Raise
+    ConfigError."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -385,4 +419,8 @@ def load_config_file(path: Path) -> BackupConfig:
             f"column {exc.colno}",
             [("(document)", exc.msg)],
         ) from exc
-    return parse_config(document)
+    parsed = parse_config(document)
+    assert isinstance(document, dict)  # parse_config refuses anything else
+    slug = check_slug(document["slug"]) if document.get("slug") is not None else None
+    config_id = document.get("id")
+    return ConfigFile(parsed, slug, config_id if isinstance(config_id, str) else None)

@@ -103,8 +103,8 @@ def run_backup(
     config: BackupConfig,
     storage: Storage,
     *,
+    slug: str,
     key: MasterKey | None = None,
-    slug: str | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     now: datetime | None = None,
@@ -113,7 +113,8 @@ def run_backup(
     segment_size: int = DEFAULT_SEGMENT_SIZE,
     workers: int | None = None,
 ) -> BackupResult:
-    """Given a config and its storage, back up its sources and return the result.
+    """Given a config, its storage and its folder there (``slug``, from the config's
+    identity), back up its sources and return the result.
 
     Raise EncryptionKeyError (before anything is uploaded), SourceError, StorageError,
     CancelledError; on any failure, whatever was uploaded is removed again.
@@ -129,7 +130,7 @@ def run_backup(
     cancel = cancel or CancelToken()
     started_wall = (now or datetime.now(UTC)).astimezone(UTC)
     started = time.monotonic()
-    repo = Repository(storage, config.destination.prefix, slug or config.slug)
+    repo = Repository(storage, config.destination.prefix, slug)
     backup_id = backup_id or new_backup_id(started_wall)
     with RepoLock(repo, "backup", backup_id) as lock:
         cleanup_note = _clean_up(repo, lock)

@@ -317,3 +317,26 @@ class Repository:
         prefix = join_key(self.base, backup_id) + "/"
         for obj in self.storage.list(prefix):
             yield obj.key[len(prefix) :], obj.size
+
+
+def newest_per_folder(storage: Storage, prefix: str) -> dict[str, BackupInfo | None]:
+    """Given a storage and a destination prefix, return each config folder holding committed
+    backups, with its newest readable backup (None when none can be read). Raise
+    StorageError."""
+    base = join_key(prefix) + "/" if join_key(prefix) else ""
+    ids: dict[str, list[str]] = {}
+    for obj in storage.list(base):
+        parts = obj.key[len(base) :].split("/")
+        if len(parts) == 3 and parts[2] == MARKER and is_backup_id(parts[1]):
+            ids.setdefault(parts[0], []).append(parts[1])
+    found: dict[str, BackupInfo | None] = {}
+    for slug, backup_ids in sorted(ids.items()):
+        repo = Repository(storage, prefix, slug)
+        found[slug] = None
+        for backup_id in sorted(backup_ids, reverse=True):
+            try:
+                found[slug] = repo.load(backup_id)
+                break
+            except (IntegrityError, BackupNotFoundError):
+                continue
+    return found

@@ -3,19 +3,95 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from backapp.db import Config, Session, utcnow
 from backapp.db.repositories import configs as repo
-from backapp.domain.config import BackupConfig, parse_config, slugify
+from backapp.domain.config import BackupConfig, ConfigFile, parse_config, slugify
 from backapp.domain.schedule import Schedule
+from backapp.engine.layout import BackupInfo
 from backapp.errors import ConfigError, ConflictError, NotFoundError
+
+
+@dataclass(frozen=True)
+class StoredConfig:
+    """Who a config is: its id (None for a config file the server does not know), the
+    folder of its backups (fixed when it was first stored: a rename keeps it) and its
+    document. API, pages, worker and CLI all find a config's backups through this."""
+
+    id: str | None
+    slug: str
+    document: BackupConfig
 
 
 def document_of(config: Config) -> BackupConfig:
     """Given a stored config, return its validated document."""
     return parse_config(config.document, strict=True)
+
+
+def identity_of(config: Config) -> StoredConfig:
+    """Given a stored config, return its identity."""
+    return StoredConfig(config.id, config.slug, document_of(config))
+
+
+def find(session: Session, name_or_id: str) -> Config:
+    """Given a config's id or exact name, return it. Raise NotFoundError, or ConfigError
+    when several configs have that name."""
+    config = repo.get(session, name_or_id)
+    if config is not None:
+        return config
+    named = [c for c in repo.list_configs(session) if c.name == name_or_id]
+    if not named:
+        raise NotFoundError(f"no backup configuration has the id or name {name_or_id!r}")
+    if len(named) > 1:
+        ids = ", ".join(c.id for c in named)
+        raise ConfigError(f"several configurations are named {name_or_id!r}; give an id: {ids}")
+    return named[0]
+
+
+def identity_of_file(
+    file: ConfigFile, folders: Callable[[], Mapping[str, BackupInfo | None]]
+) -> StoredConfig:
+    """Given a config file and a way to list the destination's config folders (each with
+    its newest backup), return the file's identity. Raise ConfigError.
+
+    A file exported from the API keeps the server's folder (its ``slug``). A file without
+    one gets the folder a new config of its name would get, unless that would silently
+    fork: the folder holds another config's backups (another name with the same folder
+    name), or it holds none while another folder has backups of the same sources (the
+    config was renamed). Both are reported with the ``slug`` to add to the file.
+    """
+    document = file.document
+    if file.slug is not None:
+        return StoredConfig(file.config_id, file.slug, document)
+    slug = slugify(document.name)
+    found = folders()
+    if slug in found:
+        newest = found[slug]
+        if newest is not None and newest.config_name != document.name:
+            raise ConfigError(
+                f"folder '{slug}' of the destination holds the backups of another config "
+                f"('{newest.config_name}'); add \"slug\": \"{slug}\" to the file to back up "
+                "into it anyway, or give this config another name",
+                [("slug", "the folder of another config")],
+            )
+        return StoredConfig(file.config_id, slug, document)
+    sources = sorted(s.path for s in document.sources)
+    same = [f for f, info in found.items() if info is not None and sorted(info.sources) == sources]
+    if same:
+        where = ", ".join(
+            f"'{f}' ('{info.config_name}')" for f in same if (info := found[f]) is not None
+        )
+        raise ConfigError(
+            f"this config has no folder '{slug}' in the destination, but backups of the same "
+            f"sources are in {where}: it was renamed? Add \"slug\": \"{same[0]}\" to the "
+            f"file to go on with those backups, or \"slug\": \"{slug}\" to start anew",
+            [("slug", "missing: the config's backups are in another folder")],
+        )
+    return StoredConfig(file.config_id, slug, document)
 
 
 def next_fire(document: BackupConfig, after: datetime) -> datetime | None:
@@ -31,20 +107,6 @@ def next_verify(document: BackupConfig, after: datetime) -> datetime | None:
     if not document.enabled or not spec:
         return None
     return Schedule(spec, document.schedule.timezone).next_after(after)
-
-
-def to_json(config: Config) -> dict[str, Any]:
-    """Given a stored config, return its API representation (camelCase)."""
-    return {
-        "id": config.id,
-        **config.document,
-        "slug": config.slug,
-        "version": config.version,
-        "createdAt": config.created_at.isoformat(),
-        "updatedAt": config.updated_at.isoformat(),
-        "nextRunAt": config.next_run_at.isoformat() if config.next_run_at else None,
-        "nextVerifyAt": config.next_verify_at.isoformat() if config.next_verify_at else None,
-    }
 
 
 def get(session: Session, config_id: str, *, for_update: bool = False) -> Config:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -10,7 +11,7 @@ from backapp.db import Session, utcnow
 from backapp.db.repositories import runs as run_repo
 from backapp.domain.config import BackupConfig
 from backapp.domain.retention import RetentionPlan, StoredBackup, plan_retention
-from backapp.engine.layout import BackupInfo, ListedBackup
+from backapp.engine.layout import BackupInfo, ListedBackup, Repository
 from backapp.engine.lock import RepoLock
 from backapp.errors import BackappError
 from backapp.services.context import AppContext
@@ -35,55 +36,94 @@ def plan_for(
     """Given a config, return its retention plan over what is stored now, the backups it
     planned over, and the damaged ones (never deleted by retention: a person should look).
     Raise StorageError."""
-    listed = ctx.repository(config, slug).scan()
+    return plan_over(ctx.repository(config, slug), config, now)
+
+
+def plan_over(
+    repo: Repository, config: BackupConfig, now: datetime | None = None
+) -> tuple[RetentionPlan, list[BackupInfo], list[ListedBackup]]:
+    """Given a config's repository, return what ``plan_for`` returns. Raise StorageError."""
+    listed = repo.scan()
     infos = [b.info for b in listed if b.info is not None]
     damaged = [b for b in listed if b.info is None]
     plan = plan_retention(_stored(infos), config.options.retention_days, now or utcnow())
     return plan, infos, damaged
 
 
-def preview(ctx: AppContext, config: BackupConfig, slug: str) -> dict[str, Any]:
-    """Given a config, return what retention would delete and keep, and why (a dry run)."""
+@dataclass(frozen=True)
+class RetentionDecision:
+    """One stored backup, whether retention deletes it now, and why."""
+
+    backup_id: str
+    info: BackupInfo | None  # None: its backup.json cannot be read
+    problem: str | None  # why it cannot be read
+    delete: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class RetentionPreview:
+    """What retention would do now (a dry run): each list newest first."""
+
+    retention_days: int | None
+    delete: list[RetentionDecision]  # in the order retention deletes them
+    keep: list[RetentionDecision]
+    damaged: list[RetentionDecision]  # never deleted by retention: a person should look
+
+    def newest_first(self) -> list[RetentionDecision]:
+        """Return every stored backup's decision, newest first."""
+        every = [*self.delete, *self.keep, *self.damaged]
+        return sorted(every, key=lambda d: d.backup_id, reverse=True)
+
+
+def preview(ctx: AppContext, config: BackupConfig, slug: str) -> RetentionPreview:
+    """Given a config, return what retention would delete and keep, and why (a dry run).
+    Raise StorageError."""
     plan, infos, damaged = plan_for(ctx, config, slug)
     by_id = {i.backup_id: i for i in infos}
 
-    def item(backup_id: str) -> dict[str, Any]:
-        info = by_id[backup_id]
-        return {
-            "backupId": backup_id,
-            "type": info.type,
-            "completedAt": info.completed_at.isoformat(),
-            "storedBytes": info.stats.stored_bytes,
-            "reason": plan.reasons[backup_id],
-        }
+    def decision(backup_id: str, delete: bool) -> RetentionDecision:
+        return RetentionDecision(backup_id, by_id[backup_id], None, delete, plan.reasons[backup_id])
 
-    return {
-        "retentionDays": config.options.retention_days,
-        "delete": [item(b) for b in plan.delete],
-        "keep": [item(b) for b in sorted(plan.keep, reverse=True)],
-        "damaged": [
-            {"backupId": b.backup_id, "reason": f"cannot be read, kept: {b.problem}"}
+    return RetentionPreview(
+        retention_days=config.options.retention_days,
+        delete=[decision(b, True) for b in plan.delete],
+        keep=[decision(b, False) for b in sorted(plan.keep, reverse=True)],
+        damaged=[
+            RetentionDecision(
+                b.backup_id, None, b.problem, False, f"cannot be read, kept: {b.problem}"
+            )
             for b in damaged
         ],
-    }
+    )
 
 
 def apply(
     ctx: AppContext, session_factory: Any, config_id: str, config: BackupConfig, slug: str
 ) -> dict[str, Any]:
-    """Given a config, delete its expired backups; return what was deleted (for the run log).
+    """Given a stored config, delete its expired backups and mark their runs; return what
+    was deleted (for the run log). Failures are reported, never raised."""
+    outcome = delete_expired(ctx.repository(config, slug), config)
+    deleted = [d["backupId"] for d in outcome.get("retention", {}).get("deleted", [])]
+    if deleted:
+        with session_factory() as session:
+            _mark_deleted(session, config_id, deleted)
+    return outcome
 
-    Failures to delete are reported, never raised: the backup itself succeeded.
+
+def delete_expired(repo: Repository, config: BackupConfig) -> dict[str, Any]:
+    """Given a config's repository, delete its expired backups under the config's lock;
+    return what was deleted (``{}`` without a retention setting). Scheduled runs and CLI
+    runs alike. Failures to delete are reported, never raised: the backup succeeded.
     """
     if config.options.retention_days is None:
         return {}
-    repo = ctx.repository(config, slug)
     deleted: list[dict[str, str]] = []
     errors: list[str] = []
     try:
         # Under the config's lock: no backup is being made on a backup this deletes.
         with RepoLock(repo, "retention"):
-            plan, _, _ = plan_for(ctx, config, slug)
+            plan, _, _ = plan_over(repo, config)
             for backup_id in plan.delete:  # newest first: an incremental before its base
                 try:
                     repo.delete(backup_id)
@@ -95,9 +135,6 @@ def apply(
     except BackappError as exc:
         logger.warning("retention for %s skipped: %s", config.name, exc)
         return {"retention": {"error": f"retention skipped: {exc}", "deleted": deleted}}
-    if deleted:
-        with session_factory() as session:
-            _mark_deleted(session, config_id, [d["backupId"] for d in deleted])
     result: dict[str, Any] = {"deleted": deleted, "kept": len(plan.keep)}
     if errors:
         result["errors"] = errors
