@@ -8,7 +8,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -26,6 +26,7 @@ from backapp.cli.signals import EXIT_INTERRUPTED, interruptible
 from backapp.db import Database
 from backapp.domain.config import BackupConfig, load_config_file
 from backapp.domain.patterns import exact_path_pattern
+from backapp.domain.restore import DEFAULT_EXISTING, ExistingPolicy, restore_problems
 from backapp.engine.backup import run_backup
 from backapp.engine.crypto import MasterKey, decrypt_stream
 from backapp.engine.layout import Repository, newest_per_folder
@@ -253,9 +254,6 @@ def backups_list(
         )
 
 
-Existing = Literal["refuse", "overwrite", "skip", "keep-both"]
-
-
 def restore(
     config_file: ConfigFile = None,
     config_ref: ConfigRef = None,
@@ -284,7 +282,7 @@ def restore(
         typer.Option("--overwrite", help="Allow a non-empty target; replace existing files."),
     ] = False,
     existing: Annotated[
-        Existing | None,
+        ExistingPolicy | None,
         typer.Option(
             "--existing",
             help="Files already there: refuse (default), overwrite, skip or keep-both.",
@@ -297,16 +295,13 @@ def restore(
     as_json: JsonFlag = False,
 ) -> None:
     """Restore a backup (or chosen paths of it) into a folder, checking every file."""
-    policy: Existing = existing or ("overwrite" if overwrite else "refuse")
+    policy = existing or ("overwrite" if overwrite else None)
     if in_place == (target is not None):
         fail(UsageError("give either --target DIR or --in-place"), as_json=as_json)
-    if in_place and policy == "refuse":
-        fail(
-            UsageError(
-                "restoring to the original location needs --existing overwrite, skip or keep-both"
-            ),
-            as_json=as_json,
-        )
+    where = str(target.absolute()) if target is not None else None
+    for field, message in restore_problems(target=where, in_place=in_place, existing=policy):
+        flag = {"existing": "--existing", "target": "--target"}.get(field, field)
+        fail(UsageError(f"{flag}: {message}"), as_json=as_json)
     relative = [p for p in paths or [] if not p.startswith("/")]
     if relative:
         fail(
@@ -331,7 +326,7 @@ def restore(
                     target or Path("/"),
                     master=key,
                     include=patterns,
-                    existing=policy,
+                    existing=policy or DEFAULT_EXISTING,
                     progress=on_progress,
                     cancel=cancel,
                 )

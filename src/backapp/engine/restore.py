@@ -22,8 +22,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from backapp.domain.restore import DEFAULT_EXISTING, ExistingPolicy
 from backapp.engine.crypto import MasterKey
 from backapp.engine.fsmeta import SparseWriter, apply_xattrs
 from backapp.engine.layout import Repository
@@ -35,9 +36,6 @@ from backapp.engine.target import NewFile, TargetDir
 from backapp.errors import BackappError, RestoreError, TargetNotEmptyError
 
 logger = logging.getLogger(__name__)
-
-ExistingPolicy = Literal["refuse", "overwrite", "skip", "keep-both"]
-
 
 @dataclass
 class RestoreResult:
@@ -83,7 +81,7 @@ def run_restore(
     *,
     master: MasterKey | None = None,
     include: list[str] | None = None,
-    existing: ExistingPolicy = "refuse",
+    existing: ExistingPolicy = DEFAULT_EXISTING,
     restore_owner: bool | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,

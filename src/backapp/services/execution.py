@@ -20,6 +20,7 @@ from backapp.db import DatabaseError, Run, utcnow
 from backapp.db.repositories import configs as config_repo
 from backapp.db.repositories import runs as run_repo
 from backapp.domain.config import BackupConfig
+from backapp.domain.restore import RestoreRequest, VerifyRequest
 from backapp.engine.backup import BackupResult, run_backup
 from backapp.engine.layout import new_backup_id
 from backapp.engine.progress import CancelToken, Progress
@@ -37,6 +38,7 @@ from backapp.errors import (
 from backapp.services import alerts
 from backapp.services import configs as config_service
 from backapp.services.context import AppContext
+from backapp.services.restores import new_restore_folder
 
 logger = logging.getLogger(__name__)
 
@@ -199,15 +201,21 @@ class RunExecutor:
 
     def _restore(self, job: _Job, active: ActiveRun, started: float) -> str:
         assert job.document is not None
-        request = job.request
+        request = RestoreRequest.from_json(job.request)
         repo = self.ctx.repository(job.document, job.slug, active.cancel)
+        if request.in_place:
+            target = Path("/")
+        elif request.target is not None:
+            target = Path(request.target)
+        else:  # a new folder: this worker's own (the web process may be elsewhere)
+            target = new_restore_folder(self.ctx.settings.data_dir, job.slug, request.backup_id)
         result = run_restore(
             repo,
-            request.get("backupId", "latest"),
-            Path(request["target"]),
+            request.backup_id,
+            target,
             master=self.ctx.master_key(required=False),
-            include=request.get("include") or None,
-            existing=request.get("existing", "refuse"),
+            include=list(request.include) or None,
+            existing=request.existing,
             progress=lambda p: self._progress(active, p),
             cancel=active.cancel,
         )
@@ -226,13 +234,13 @@ class RunExecutor:
 
     def _verify(self, job: _Job, active: ActiveRun, started: float) -> str:
         assert job.document is not None
-        request = job.request
+        request = VerifyRequest.from_json(job.request)
         repo = self.ctx.repository(job.document, job.slug, active.cancel)
         result = run_verify(
             repo,
-            request.get("backupId", "latest"),
+            request.backup_id,
             master=self.ctx.master_key(required=False),
-            full=bool(request.get("full", False)),
+            full=request.full,
             progress=lambda p: self._progress(active, p),
             cancel=active.cancel,
         )

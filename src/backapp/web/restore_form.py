@@ -14,12 +14,12 @@ from typing import Any
 from starlette.datastructures import FormData
 
 from backapp.domain.patterns import exact_path_pattern
+from backapp.domain.restore import IN_PLACE_EXISTING, ExistingPolicy, existing_policy
+from backapp.errors import ConfigError
 
 Problems = list[tuple[str, str]]
 
 WHERE = ("new", "folder", "original")
-EXISTING = ("refuse", "overwrite", "skip", "keep-both")
-IN_PLACE_EXISTING = ("overwrite", "skip", "keep-both")
 # The engine's problem fields (services.restores.plan_restore) and the form's own.
 FIELDS = ("what", "where", "target", "existing")
 LABELS = {
@@ -95,17 +95,20 @@ class RestoreForm:
                 problems.append(("target", "type the absolute path of the folder to restore into"))
             elif "\x00" in target:
                 problems.append(("target", "must not contain NUL characters"))
-        existing = self.existing or None
-        if existing is not None and existing not in EXISTING:
+        existing: ExistingPolicy | None = None
+        try:
+            existing = existing_policy(self.existing) if self.existing else None
+        except ConfigError:
             problems.append(("existing", "choose one of the choices shown"))
-        elif self.where == "original" and existing not in IN_PLACE_EXISTING:
-            problems.append(
-                (
-                    "existing",
-                    "restoring to the original location needs a choice: overwrite, "
-                    "skip existing files or keep both",
+        else:
+            if self.where == "original" and existing not in IN_PLACE_EXISTING:
+                problems.append(
+                    (
+                        "existing",
+                        "restoring to the original location needs a choice: overwrite, "
+                        "skip existing files or keep both",
+                    )
                 )
-            )
         arguments: dict[str, Any] = {
             "target": target if self.where == "folder" else None,
             "in_place": self.where == "original",
