@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
@@ -84,3 +85,59 @@ def test_invalid_notification_urls_are_refused_without_echoing_them() -> None:
         build_notifier("notascheme://user:hunter2@example")
     assert caught.value.permanent
     assert "hunter2" not in str(caught.value)
+
+
+class _SlowHook(BaseHTTPRequestHandler):
+    received: ClassVar[list[dict[str, Any]]] = []
+    release = threading.Event()
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _SlowHook.release.wait(20)  # a webhook that hangs until the test lets it answer
+        _SlowHook.received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_hanging_webhook_never_delays_schedules_or_claims(
+    database_url: str, make_ctx: Any, tmp_path: Any
+) -> None:
+    from backapp.app import create_app
+    from tests.api.conftest import Api, add_user, config_doc, local_destination, running_worker
+
+    _SlowHook.received = []
+    _SlowHook.release = threading.Event()
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), _SlowHook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook = f"json://127.0.0.1:{server.server_address[1]}/hook"
+    ctx = make_ctx(database_url, notify_urls=hook, shutdown_grace=0)
+    api = Api(create_app(ctx), ctx, add_user(ctx, "admin", "admin-password-1", "admin"))
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "a.txt").write_text("a\n")
+    dest = local_destination(tmp_path / "dest")
+    broken = api.create_config({**config_doc([tmp_path / "missing"], dest), "name": "Broken"})
+    healthy = api.create_config({**config_doc([source], dest), "name": "Healthy"})
+    try:
+        with running_worker(ctx):
+            failed = api.wait_for_run(api.execute(broken["id"])["id"])
+            assert failed["status"] == "failed"  # an alert: its notification now hangs
+            time.sleep(1.0)  # the sender is inside the webhook call
+            started = time.monotonic()
+            done = api.wait_for_run(api.execute(healthy["id"])["id"], timeout=30)
+            claimed_in = time.monotonic() - started
+            assert done["status"] == "completed"
+            assert _SlowHook.received == []  # still hanging while the run was claimed and ran
+            assert claimed_in < 10, f"the run waited {claimed_in:.1f}s behind a webhook"
+            _SlowHook.release.set()
+            deadline = time.monotonic() + 15
+            while not _SlowHook.received and time.monotonic() < deadline:
+                time.sleep(0.1)
+        assert len(_SlowHook.received) == 1
+        assert "Broken" in json.dumps(_SlowHook.received[0])
+    finally:
+        _SlowHook.release.set()
+        server.shutdown()

@@ -25,6 +25,7 @@ from backapp.services.execution import RunExecutor
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 2.0
+NOTIFY_INTERVAL = 5.0  # the sender looks at least this often (a tick wakes it sooner)
 
 
 class SchedulerService:
@@ -47,6 +48,7 @@ class SchedulerService:
             max_concurrent=ctx.settings.max_concurrent_runs,
         )
         self._db_since: float | None = time.monotonic()  # the database answered since then
+        self._notify_due = threading.Event()  # set by a tick: the sender thread looks
         self.notifier: Notifier | None = None
         try:
             self.notifier = build_notifier(ctx.settings.notify_urls)
@@ -89,8 +91,22 @@ class SchedulerService:
         scheduling.expire_lost_runs(self.ctx, self.clock(), alive)
 
     def _notify(self) -> None:
-        if self.notifier is not None:
-            alerts.dispatch_notifications(self.ctx, self.notifier)
+        # Sent on a thread of their own: a slow or hanging webhook never delays the next
+        # fire or claim (each delivery has its own timeout; one sender at a time).
+        self._notify_due.set()
+
+    def _send_notifications(self, done: threading.Event) -> None:
+        while not done.is_set():
+            self._notify_due.wait(NOTIFY_INTERVAL)
+            self._notify_due.clear()
+            if done.is_set() or self.notifier is None:
+                continue
+            try:
+                alerts.dispatch_notifications(self.ctx, self.notifier)
+            except DatabaseError as exc:
+                logger.info("notifications wait for the database: %s", exc)
+            except Exception:  # a bug or a hiccup must not stop the notifications
+                logger.exception("sending notifications failed; trying again later")
 
     def run(self, stop: threading.Event) -> None:
         """Tick until ``stop`` is set, then shut down gracefully."""
@@ -105,6 +121,10 @@ class SchedulerService:
             target=self._beat, args=(beating,), name="backapp-heartbeat", daemon=True
         )
         beater.start()
+        sender = threading.Thread(
+            target=self._send_notifications, args=(beating,), name="backapp-notify", daemon=True
+        )
+        sender.start()
         try:
             while not stop.is_set():
                 self.tick()
@@ -112,7 +132,9 @@ class SchedulerService:
             self._drain()
         finally:
             beating.set()
+            self._notify_due.set()
             beater.join(timeout=5)
+            sender.join(timeout=5)
 
     def _beat(self, done: threading.Event) -> None:
         while not done.wait(HEARTBEAT_INTERVAL):
