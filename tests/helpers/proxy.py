@@ -8,9 +8,13 @@ every connection for a while.
 Actions: ``reset_before`` (close the client's connection, the server never sees the
 request), ``reset_after`` (the server acts, its reply is lost), ``stall`` (hold the request
 ``seconds``, then close), ``status`` (answer ``status`` with an S3 error document, e.g.
-503 SlowDown, without forwarding), ``cut_body`` (forward, then send the reply's head and
-half its body, and close), ``short_body`` (the reply cut in half with a Content-Length that
+503 SlowDown or 501 NotImplemented, without forwarding; a HEAD gets the head alone),
+``cut_body`` (forward, then send the reply's head and half its body — ``fraction`` of it
+if given — and close), ``short_body`` (the reply cut in half with a Content-Length that
 says so: only a checksum can tell).
+
+``seen`` lists every request as ``"METHOD target"``; ``count(match)`` counts those a
+predicate matches, ``Rule.hits`` those a rule answered.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ class Rule:
     seconds: float = 0.0
     status: int = 503
     code: str = "SlowDown"
+    fraction: float = 0.5  # of the reply body that cut_body and short_body let through
     hits: int = 0
 
 
@@ -210,7 +215,7 @@ class HttpFaultProxy:
                     return
                 if action == "status":
                     assert rule is not None
-                    self._answer(client, rule.status, rule.code)
+                    self._answer(client, rule.status, rule.code, head_only=method == "HEAD")
                     continue
                 if upstream is None:
                     upstream = socket.create_connection((self.upstream_host, self.upstream_port))
@@ -225,11 +230,12 @@ class HttpFaultProxy:
                 reply_body = _read_body(up, reply_headers, no_body=no_body)
                 if action == "reset_after":
                     return
+                kept = int(len(reply_body) * rule.fraction) if rule else 0
                 if action == "cut_body" and len(reply_body) > 1:
-                    client.sendall(reply_head + reply_body[: len(reply_body) // 2])
+                    client.sendall(reply_head + reply_body[:kept])
                     return
                 if action == "short_body" and len(reply_body) > 1:
-                    half = reply_body[: len(reply_body) // 2]
+                    half = reply_body[:kept]
                     old = f"content-length: {len(reply_body)}".encode()
                     patched = reply_head.replace(old, f"content-length: {len(half)}".encode())
                     patched = patched.replace(
@@ -248,17 +254,27 @@ class HttpFaultProxy:
                 with contextlib.suppress(OSError):
                     upstream.close()
 
+    def count(self, match: Callable[[Request], bool]) -> int:
+        """Return how many requests seen so far ``match`` (on method and target only)."""
+        return sum(match(_seen_request(line)) for line in self.seen)
+
     @staticmethod
-    def _answer(client: socket.socket, status: int, code: str) -> None:
+    def _answer(client: socket.socket, status: int, code: str, *, head_only: bool = False) -> None:
         body = (
             f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
             f"<Message>injected by the fault proxy</Message></Error>"
         ).encode()
+        # A reply to HEAD has no body: one sent anyway would be read as the next reply.
         client.sendall(
             f"HTTP/1.1 {status} {code}\r\nContent-Type: application/xml\r\n"
             f"Content-Length: {len(body)}\r\n\r\n".encode()
-            + body
+            + (b"" if head_only else body)
         )
+
+
+def _seen_request(line: str) -> Request:
+    method, _, target = line.partition(" ")
+    return Request(method, target, {}, b"", b"")
 
 
 @dataclass

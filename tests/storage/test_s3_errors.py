@@ -22,6 +22,7 @@ from backapp.errors import (
     StoragePermissionError,
 )
 from backapp.storage.s3 import S3Storage
+from backapp.storage.s3.retry import ONCE
 
 MIB = 1024 * 1024
 SECRET = "s3cr3t-that-must-never-be-shown"
@@ -97,7 +98,7 @@ def fake_s3(aws_credentials: None) -> Iterator[FakeS3]:
 
 def test_unreachable_endpoint_raises_a_plain_connection_error(aws_credentials: None) -> None:
     endpoint = f"http://127.0.0.1:{closed_port()}"
-    storage = S3Storage("backups", "us-east-1", endpoint, retries=0)
+    storage = S3Storage("backups", "us-east-1", endpoint, retry=ONCE)
 
     with pytest.raises(StorageConnectionError) as failure:
         storage.check()
@@ -163,7 +164,7 @@ def test_s3_error_answers_become_clear_storage_errors(
     fake_s3: FakeS3, status: int, code: str, error_type: type[StorageError], words: str
 ) -> None:
     fake_s3.rule = lambda method, query: (status, {}, error_xml(code))
-    storage = S3Storage("backups", "us-east-1", fake_s3.url, retries=0)
+    storage = S3Storage("backups", "us-east-1", fake_s3.url, retry=ONCE)
 
     with pytest.raises(error_type) as failure:
         storage.put_bytes("cfg/backup.json", b"{}")
@@ -175,7 +176,7 @@ def test_s3_error_answers_become_clear_storage_errors(
 
 def test_check_reports_a_bucket_that_refuses_access(fake_s3: FakeS3) -> None:
     fake_s3.rule = lambda method, query: (403, {}, b"")
-    storage = S3Storage("backups", "us-east-1", fake_s3.url, retries=0)
+    storage = S3Storage("backups", "us-east-1", fake_s3.url, retry=ONCE)
 
     with pytest.raises(StoragePermissionError, match="Access denied to S3 bucket 'backups'"):
         storage.check()
@@ -194,7 +195,7 @@ def test_upload_that_fails_part_way_aborts_the_multipart_upload(fake_s3: FakeS3)
         return 400, {}, error_xml("Unexpected")
 
     fake_s3.rule = rule
-    storage = S3Storage("backups", "us-east-1", fake_s3.url, part_size=5 * MIB, retries=0)
+    storage = S3Storage("backups", "us-east-1", fake_s3.url, part_size=5 * MIB, retry=ONCE)
     writer = storage.open_writer("cfg/id/data")
 
     with pytest.raises(StorageError, match="InternalError"):

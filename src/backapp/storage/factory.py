@@ -44,21 +44,23 @@ def open_storage(
         backend = LocalStorage(Path(destination.path))
     else:
         from backapp.storage.s3 import S3Storage  # boto3 only when S3 is used
+        from backapp.storage.s3.retry import ONCE, PATIENT
 
         endpoint = destination.endpoint or default_endpoint or None
         backend = S3Storage(
             destination.bucket,
             destination.region,
             endpoint,
-            # botocore retries blips; S3Storage waits out an endpoint that is down for a
-            # minute (a restart); a stalled one fails in minutes (a cancel stops at once).
-            retries=2 if retry else 0,
-            outage_budget=60.0 if retry else 0.0,
+            # Each request is retried inside S3Storage (at most 3 tries; an endpoint that
+            # stops answering is waited out for about a minute): see storage/s3/retry.py.
+            retry=PATIENT if retry else ONCE,
             upload_limit=upload,  # paced as the bytes are sent, not as parts are filled
+            addressing_style=destination.addressing_style,
             sleep=sleep,
             cancelled=cancelled,
         )
         upload = None
+    # Resumes broken streams; retries nothing the backend has retried (S3's requests).
     storage: Storage = RetryingStorage(backend) if retry else backend
     if upload is not None or download is not None:
         storage = ThrottledStorage(storage, upload, download)

@@ -28,10 +28,15 @@ def _close(iterator: Iterator[object]) -> None:
 
 
 class RetryingStorage:
-    """A Storage that retries transient failures of the inner one with exponential backoff.
+    """A Storage that retries what the inner one did not: transient failures not marked
+    ``retried``, with exponential backoff (0.2 s, 0.4 s, 0.8 s), ``attempts`` tries in all.
 
-    Writers are passed through untouched: S3 parts are retried by botocore, and a
-    half-streamed object cannot be replayed from here.
+    Each failure is retried in one place only. A backend that retries its own requests
+    (S3: every request, see ``storage/s3/retry.py``) marks those errors ``retried`` and
+    they pass through here at once; what is left for this wrapper is a stream that broke
+    part-way — a download body (resumed from the first byte not delivered, the count
+    starting afresh on progress) or a listing (resumed after the last key). Local errors
+    are never transient. Writers are passed through: their requests are the backend's.
     """
 
     def __init__(

@@ -24,6 +24,10 @@ logger = logging.getLogger(__name__)
 class S3Writer:
     """A streamed multipart upload: parts go up in the background while the caller writes.
 
+    Each of its requests (create, every part, complete, abort) is tried as ``retry.py``
+    says, with a fresh body each try; a lost reply to complete is checked against the
+    object (HEAD) before the upload counts as failed.
+
     At most ``max_concurrency`` parts are in flight and one more is being filled, so
     memory stays near (max_concurrency + 1) × part size whatever the object's size.
     Any failure aborts the multipart upload. One thread writes; ``on_transfer`` is
@@ -81,13 +85,13 @@ class S3Writer:
             if self._upload_id is None:
                 body = self._take_buffer()
                 try:
-                    storage.patient(
+                    storage.call(
                         lambda: self._client.put_object(
                             Bucket=storage.bucket, Key=self._key, Body=storage.body(body)
                         )
                     )
                 except _ERRORS as exc:
-                    raise storage._storage_error(exc, self._key) from exc
+                    raise storage.storage_error(exc, self._key) from exc
                 if self._on_transfer is not None:
                     self._on_transfer(len(body))
             else:
@@ -97,7 +101,7 @@ class S3Writer:
                     self._finish_oldest()
                 try:
                     upload_id = self._upload_id
-                    storage.patient(
+                    storage.call(
                         lambda: self._client.complete_multipart_upload(
                             Bucket=storage.bucket,
                             Key=self._key,
@@ -108,7 +112,7 @@ class S3Writer:
                 except _ERRORS as exc:
                     # A lost reply (or a retry after one) may hide a completed upload.
                     if not self._completed_anyway():
-                        raise storage._storage_error(exc, self._key) from exc
+                        raise storage.storage_error(exc, self._key) from exc
                     logger.warning("the upload of '%s' completed; its reply was lost", self._key)
         except BaseException:
             self._abort_upload()
@@ -168,11 +172,11 @@ class S3Writer:
         if self._checksums:
             request["ChecksumAlgorithm"] = "CRC32"
         try:
-            return self._storage.patient(lambda: self._client.create_multipart_upload(**request))[
+            return self._storage.call(lambda: self._client.create_multipart_upload(**request))[
                 "UploadId"
             ]
         except _ERRORS as exc:
-            raise self._storage._storage_error(exc, self._key) from exc
+            raise self._storage.storage_error(exc, self._key) from exc
 
     def _upload_part(self, number: int, body: bytearray) -> tuple[CompletedPartTypeDef, int]:
         assert self._upload_id is not None
@@ -186,7 +190,7 @@ class S3Writer:
         if self._checksums:
             request["ChecksumAlgorithm"] = "CRC32"
         # A fresh body each try: a read one would send nothing the second time.
-        response = self._storage.patient(
+        response = self._storage.call(
             lambda: self._client.upload_part(**{**request, "Body": self._storage.body(body)})
         )
         part: CompletedPartTypeDef = {"ETag": response["ETag"], "PartNumber": number}
@@ -199,7 +203,7 @@ class S3Writer:
         try:
             part, size = future.result()
         except _ERRORS as exc:
-            raise self._storage._storage_error(exc, self._key) from exc
+            raise self._storage.storage_error(exc, self._key) from exc
         self._parts.append(part)
         if self._on_transfer is not None:
             self._on_transfer(size)
@@ -218,9 +222,12 @@ class S3Writer:
         self._pending.clear()
         if self._upload_id is None:
             return
+        upload_id = self._upload_id
         try:
-            self._client.abort_multipart_upload(
-                Bucket=self._storage.bucket, Key=self._key, UploadId=self._upload_id
+            self._storage.call(
+                lambda: self._client.abort_multipart_upload(
+                    Bucket=self._storage.bucket, Key=self._key, UploadId=upload_id
+                )
             )
         except _ERRORS as exc:
             # Cleanup must not hide the error that brought us here; abort_incomplete
@@ -228,5 +235,5 @@ class S3Writer:
             logger.warning(
                 "could not abort the upload of '%s': %s",
                 self._key,
-                self._storage._storage_error(exc, self._key),
+                self._storage.storage_error(exc, self._key),
             )
