@@ -48,6 +48,7 @@ FIELD_PATHS = {
     "dest-bucket": "destination.bucket",
     "dest-region": "destination.region",
     "dest-endpoint": "destination.endpoint",
+    "dest-addressing": "destination.addressingStyle",
     "dest-path": "destination.path",
     "dest-prefix": "destination.prefix",
     "schedule-cron": "schedule.cronExpression",
@@ -73,6 +74,7 @@ LABELS = {
     "dest-bucket": "Bucket",
     "dest-region": "Region",
     "dest-endpoint": "Endpoint",
+    "dest-addressing": "Addressing style",
     "dest-path": "Folder",
     "dest-prefix": "Prefix",
     "schedule-cron": "Cron expression",
@@ -134,6 +136,7 @@ class ConfigForm:
     bucket: str = ""
     region: str = "us-east-1"
     endpoint: str = ""
+    addressing_style: str = ""  # "", auto, path or virtual
     local_path: str = ""
     prefix: str = ""
     cron: str = "0 2 * * *"
@@ -172,6 +175,7 @@ class ConfigForm:
             bucket=_text(form, "dest-bucket"),
             region=_text(form, "dest-region"),
             endpoint=_text(form, "dest-endpoint"),
+            addressing_style=_text(form, "dest-addressing"),
             local_path=_text(form, "dest-path"),
             prefix=_text(form, "dest-prefix"),
             cron=_text(form, "schedule-cron"),
@@ -217,6 +221,7 @@ class ConfigForm:
             bucket=str(dest.get("bucket", "")),
             region=str(dest.get("region", defaults.region)),
             endpoint=str(dest.get("endpoint") or ""),
+            addressing_style=str(dest.get("addressingStyle") or ""),
             local_path=str(dest.get("path", "")),
             prefix=str(dest.get("prefix", "")),
             cron=str(schedule.get("cronExpression", "")),
@@ -273,6 +278,8 @@ class ConfigForm:
         }
         if self.endpoint.strip():
             doc["endpoint"] = self.endpoint.strip()
+        if self.addressing_style.strip():
+            doc["addressingStyle"] = self.addressing_style.strip()
         return doc
 
     def to_document(self) -> tuple[dict[str, Any], Problems]:
