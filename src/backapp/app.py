@@ -12,6 +12,7 @@ from backapp.api import errors
 from backapp.api.deps import UserDep
 from backapp.api.limits import BodyLimit
 from backapp.api.routes import configs, misc, restores, runs
+from backapp.api.transactions import RequestTransactions
 from backapp.db import Database
 from backapp.services.context import AppContext
 from backapp.settings import Settings
@@ -46,6 +47,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     )
     app.state.ctx = ctx
     app.add_middleware(BodyLimit)
+    app.add_middleware(RequestTransactions, ctx=ctx)
     errors.install(app)
     app.include_router(configs.router)
     app.include_router(runs.router)

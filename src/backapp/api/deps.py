@@ -22,19 +22,34 @@ def get_ctx(request: Request) -> AppContext:
     return ctx
 
 
-CtxDep = Annotated[AppContext, Depends(get_ctx)]
+async def _ctx(request: Request) -> AppContext:
+    # async: reading an attribute needs no trip to a worker thread, as a def dependency takes
+    return get_ctx(request)
+
+
+CtxDep = Annotated[AppContext, Depends(_ctx)]
 
 
 def identify(request: Request, ctx: AppContext) -> Identity | None:
-    """Given a request, return who made it (bearer token or session cookie), or None."""
+    """Given a request, return who made it (bearer token or session cookie), or None.
+
+    The checks only read, and hand their transaction over to the route: a read-only
+    request is one transaction without SQLite's write lock. A token's last use is
+    recorded in a short write of its own, once per token every few minutes.
+    """
     header = request.headers.get("authorization", "")
-    with ctx.db.session() as session:
-        if header.lower().startswith("bearer "):
-            return users.identity_for_token(session, header[7:].strip())
-        cookie = request.cookies.get(SESSION_COOKIE)
-        if cookie:
-            return users.identity_for_session(session, cookie)
-    return None
+    token = header[7:].strip() if header.lower().startswith("bearer ") else None
+    cookie = request.cookies.get(SESSION_COOKIE)
+    identity = None
+    with ctx.db.session(read_only=True, hand_over=True) as session:
+        if token is not None:
+            identity = users.identity_for_token(session, token, record_use=False)
+        elif cookie:
+            identity = users.identity_for_session(session, cookie)
+    if token is not None and identity is not None and users.claim_token_use(token):
+        with ctx.db.session(read_only=False, separate=True) as session:
+            users.record_token_use(session, token)
+    return identity
 
 
 def current_identity(request: Request, ctx: CtxDep) -> Identity:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _ADVISORY_LOCK = 0x6261636B  # "back": one migrator at a time on PostgreSQL
+_READ_ONLY = "backapp_read_only"  # execution option of the engine that read-only sessions use
 
 
 def normalise_url(url: str) -> str:
@@ -39,7 +41,13 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            # Readers run side by side under WAL: enough connections for the web threads.
+            pool_size=20,
+            max_overflow=20,
+        )
         _configure_sqlite(engine)
         return engine
     return create_engine(
@@ -65,8 +73,12 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
-        # Take the write lock up front: a read-then-write transaction that upgrades later
-        # fails with "database is locked" instead of waiting its turn.
+        if conn.get_execution_options().get(_READ_ONLY):
+            # A reader takes no lock: under WAL it sees a snapshot and never waits for writers.
+            conn.exec_driver_sql("BEGIN")
+            return
+        # A writer takes the write lock up front: a read-then-write transaction that upgrades
+        # later fails with "database is locked" instead of waiting its turn.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -93,6 +105,39 @@ def _short(exc: OperationalError | InterfaceError) -> str:
     return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
 
 
+class RequestTransaction:
+    """The one transaction of a request: begun by its first ``session()`` block, kept open
+    by a block that hands it over (authentication) and ended when the next block ends, or
+    with the request if no block comes."""
+
+    def __init__(self, db: Database, read_only: bool) -> None:
+        self.db = db
+        self.read_only = read_only
+        self.session: Session | None = None
+        self.depth = 0
+
+    @property
+    def open(self) -> bool:
+        """Return whether a transaction is open (handed over and not yet ended)."""
+        return self.session is not None
+
+    def end(self, *, commit: bool = True) -> None:
+        """End the open transaction, if any: commit it, or roll it back."""
+        session, self.session, self.depth = self.session, None, 0
+        if session is None:
+            return
+        try:
+            if commit:
+                session.commit()
+            else:
+                session.rollback()
+        finally:
+            session.close()
+
+
+_request: ContextVar[RequestTransaction | None] = ContextVar("backapp_request", default=None)
+
+
 class Database:
     """The engine and session factory of one process."""
 
@@ -100,6 +145,11 @@ class Database:
         self.url = normalise_url(url)
         self.engine = make_engine(self.url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        reader = self.engine.execution_options(**{_READ_ONLY: True})
+        if self.engine.dialect.name == "postgresql":
+            # BEGIN READ ONLY: a write slipped into a read-only request fails loudly.
+            reader = reader.execution_options(postgresql_readonly=True)
+        self.readers = sessionmaker(reader, expire_on_commit=False)
 
     @property
     def description(self) -> str:
@@ -107,17 +157,76 @@ class Database:
         return make_url(self.url).render_as_string(hide_password=True)
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
+    def session(
+        self, *, read_only: bool | None = None, hand_over: bool = False, separate: bool = False
+    ) -> Iterator[Session]:
         """Yield a session in a transaction, committed on success, rolled back on error.
+
+        A writer (the default outside a request) takes SQLite's write lock at BEGIN; a
+        reader (``read_only=True``) takes none. Inside ``request()`` the blocks of the
+        request share one transaction (a reader unless the request is not read-only or a
+        block asks for a writer) unless ``separate``: a block nested in another joins it;
+        a block that ``hand_over``s leaves it open for the next one, which commits it.
 
         Raise DatabaseError when the database cannot be reached (or the connection is lost
         on the way): callers can tell an outage from a bug.
         """
+        scope = _request.get()
         try:
-            with self.sessions() as session, session.begin():
+            if scope is None or scope.db is not self or separate:
+                maker = self.readers if read_only else self.sessions
+                with maker() as session, session.begin():
+                    yield session
+                return
+            with self._in_scope(scope, read_only, hand_over) as session:
                 yield session
         except (OperationalError, InterfaceError) as exc:
             raise DatabaseError(f"cannot reach the database: {_short(exc)}") from exc
+
+    @contextmanager
+    def _in_scope(
+        self, scope: RequestTransaction, read_only: bool | None, hand_over: bool
+    ) -> Iterator[Session]:
+        if read_only is False and scope.read_only:
+            if scope.depth:
+                raise RuntimeError("a writer block cannot join a read-only transaction")
+            scope.end(commit=True)  # the reads so far stand; the writes get a writer
+            scope.read_only = False
+        if scope.session is None:
+            scope.session = (self.readers if scope.read_only else self.sessions)()
+            try:
+                scope.session.begin()
+            except BaseException:
+                scope.end(commit=False)
+                raise
+        scope.depth += 1
+        try:
+            yield scope.session
+        except BaseException:
+            scope.end(commit=False)
+            raise
+        scope.depth -= 1
+        if scope.depth == 0 and not hand_over:
+            scope.end(commit=True)
+
+    @contextmanager
+    def request(self, *, read_only: bool) -> Iterator[RequestTransaction]:
+        """Yield the transaction that the ``session()`` blocks run while inside share (in
+        this thread, and in the threads it hands work to with its context), a reader if
+        ``read_only``. One still open on the way out is ended here (committed, or rolled
+        back on error); async callers end it first, in a worker thread.
+        """
+        scope = RequestTransaction(self, read_only)
+        token = _request.set(scope)
+        try:
+            yield scope
+        except BaseException:
+            scope.end(commit=False)
+            raise
+        else:
+            scope.end(commit=True)
+        finally:
+            _request.reset(token)
 
     def upgrade(self) -> None:
         """Apply pending migrations."""

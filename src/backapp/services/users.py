@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -29,6 +31,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 ROLES = tuple(PERMISSIONS)
 SESSION_COOKIE = "backapp_session"  # the browser session, shared by the API and the web UI
 SESSION_LIFETIME = timedelta(days=7)
+TOKEN_USE_EVERY = timedelta(minutes=5)  # how finely a token's last use is recorded
 _hasher = PasswordHasher()
 # Verifying against this keeps unknown usernames as slow as wrong passwords.
 _DUMMY_HASH = _hasher.hash("not-a-real-password")
@@ -120,18 +123,46 @@ def create_token(session: Session, username: str, name: str = "") -> tuple[str, 
     return token, row
 
 
-def identity_for_token(session: Session, token: str) -> Identity | None:
-    """Given a bearer token, return who it belongs to, or None."""
-    row = repo.token_by_hash(session, _digest(token))
-    if row is None:
+def identity_for_token(session: Session, token: str, *, record_use: bool = True) -> Identity | None:
+    """Given a bearer token, return who it belongs to, or None. With ``record_use`` the
+    token's last use is also recorded (a write, at most every TOKEN_USE_EVERY)."""
+    found = repo.token_and_user(session, _digest(token))
+    if found is None:
         return None
-    user = repo.get(session, row.user_id)
-    if user is None:
-        return None
-    now = utcnow()
-    if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=5):
-        row.last_used_at = now
+    row, user = found
+    if record_use:
+        _record_use(row)
     return Identity(user.id, user.username, user.role, "token")
+
+
+def record_token_use(session: Session, token: str) -> None:
+    """Given a bearer token, record that it was used now (unless recorded lately)."""
+    row = repo.token_by_hash(session, _digest(token))
+    if row is not None:
+        _record_use(row)
+
+
+def _record_use(row: ApiToken) -> None:
+    now = utcnow()
+    if row.last_used_at is None or now - row.last_used_at > TOKEN_USE_EVERY:
+        row.last_used_at = now
+
+
+_claims_lock = threading.Lock()
+_claims: dict[str, float] = {}  # digest of a valid token -> when this process last claimed it
+
+
+def claim_token_use(token: str) -> bool:
+    """Given a valid bearer token, return whether this request should record its use: true
+    for one request per token and TOKEN_USE_EVERY in this process (read-only requests
+    then record it in a short write of their own instead of locking for every request)."""
+    digest, now = _digest(token), time.monotonic()
+    with _claims_lock:
+        last = _claims.get(digest)
+        if last is not None and now - last < TOKEN_USE_EVERY.total_seconds():
+            return False
+        _claims[digest] = now
+        return True
 
 
 def open_session(session: Session, user: User) -> tuple[str, str]:
@@ -154,12 +185,10 @@ def open_session(session: Session, user: User) -> tuple[str, str]:
 
 def identity_for_session(session: Session, cookie: str) -> Identity | None:
     """Given a session cookie, return who it belongs to, or None if unknown or expired."""
-    row = repo.session_by_hash(session, _digest(cookie))
-    if row is None or row.expires_at < utcnow():
+    found = repo.session_and_user(session, _digest(cookie))
+    if found is None or found[0].expires_at < utcnow():
         return None
-    user = repo.get(session, row.user_id)
-    if user is None:
-        return None
+    row, user = found
     return Identity(user.id, user.username, user.role, "session", row.csrf_token)
 
 

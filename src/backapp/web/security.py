@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request, Response
 from starlette.datastructures import FormData
 
-from backapp.errors import BackappError, PermissionDeniedError
+from backapp.errors import LoginRequiredError, PermissionDeniedError
 from backapp.services import alerts as alert_service
 from backapp.services import users
 from backapp.services.context import AppContext
@@ -24,17 +24,18 @@ CSRF_HEADER = "x-csrf-token"
 MAX_FORM_FIELDS = 2500
 
 
-class LoginRequiredError(BackappError):
-    """The page needs a logged-in user; the browser is sent to the login page."""
-
-
 def get_ctx(request: Request) -> AppContext:
     """Return the process's AppContext."""
     ctx: AppContext = request.app.state.ctx
     return ctx
 
 
-CtxDep = Annotated[AppContext, Depends(get_ctx)]
+async def _ctx(request: Request) -> AppContext:
+    # async: reading an attribute needs no trip to a worker thread, as a def dependency takes
+    return get_ctx(request)
+
+
+CtxDep = Annotated[AppContext, Depends(_ctx)]
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,8 @@ def page_user(request: Request, ctx: CtxDep) -> WebUser:
     """Return the logged-in user of this browser. Raise LoginRequiredError."""
     cookie = request.cookies.get(SESSION_COOKIE)
     identity = None
-    with ctx.db.session() as session:
+    # Only reads: on a page (GET) its transaction is handed over to the view's, one for both.
+    with ctx.db.session(read_only=True, hand_over=True) as session:
         if cookie:
             identity = users.identity_for_session(session, cookie)
         if identity is None:

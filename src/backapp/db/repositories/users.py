@@ -39,6 +39,26 @@ def token_by_hash(session: Session, token_hash: str) -> ApiToken | None:
     return session.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash))
 
 
+def token_and_user(session: Session, token_hash: str) -> tuple[ApiToken, User] | None:
+    """Given a token hash, return the token row and its user in one query, or None."""
+    row = session.execute(
+        select(ApiToken, User)
+        .join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.token_hash == token_hash)
+    ).first()
+    return (row[0], row[1]) if row is not None else None
+
+
+def session_and_user(session: Session, token_hash: str) -> tuple[WebSession, User] | None:
+    """Given a session cookie hash, return the session row and its user in one query."""
+    row = session.execute(
+        select(WebSession, User)
+        .join(User, User.id == WebSession.user_id)
+        .where(WebSession.token_hash == token_hash)
+    ).first()
+    return (row[0], row[1]) if row is not None else None
+
+
 def session_by_hash(session: Session, token_hash: str) -> WebSession | None:
     """Given a session cookie hash, return the session row or None."""
     return session.scalar(select(WebSession).where(WebSession.token_hash == token_hash))
