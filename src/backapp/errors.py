@@ -1,9 +1,12 @@
-"""The errors BackApp raises, as one tree, free of HTTP and exit codes.
+"""The errors BackApp raises, as one tree, and the HTTP status each means (the one table
+the API and the pages share; exit codes are the CLI's own).
 
     BackappError
     ├── ConfigError                 a configuration (file or document) is invalid
     ├── EncryptionKeyError          BACKUP_ENCRYPTION_KEY missing, malformed or too short
     ├── SourceError                 a source directory is missing or not a directory
+    │   └── XattrReadError              one entry's extended attributes cannot be read
+    │       └── XattrUnsupportedError       the filesystem has none
     ├── StorageError                anything that went wrong talking to storage
     │   ├── StorageCredentialsError     no credentials ("AWS credentials not configured")
     │   ├── StorageConnectionError      unreachable endpoint or bucket
@@ -23,10 +26,14 @@
     ├── DatabaseError               the database cannot be reached or used
     ├── NotFoundError               no config, run, alert or user with that id
     ├── ConflictError               the request conflicts with the current state
-    │   └── RepositoryLockedError       another run holds the lock of a config's backups
+    │   ├── RepositoryLockedError       another run holds the lock of a config's backups
+    │   └── DuplicateRunError           the database refused a run (one is active, or fired)
     ├── AuthenticationError         no valid credentials
-    │   └── TooManyAttemptsError        too many failed logins: wait ``retry_after`` seconds
-    └── PermissionDeniedError       valid credentials, but not allowed
+    │   ├── TooManyAttemptsError        too many failed logins: wait ``retry_after`` seconds
+    │   └── LoginRequiredError          a page needs a logged-in browser (sent to log in)
+    ├── PermissionDeniedError       valid credentials, but not allowed
+    ├── TransportError              a notification could not be sent (``permanent``?)
+    └── UsageError                  bad command-line input
 
 Foreign exceptions (botocore, OSError, SQLAlchemy) are translated where they
 enter, with ``raise OurError(...) from exc``.
@@ -44,6 +51,18 @@ class BackappError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class UsageError(BackappError):
+    """Bad command-line input (exit code 2)."""
+
+
+class TransportError(BackappError):
+    """Sending a notification failed; ``permanent`` says whether trying again is pointless."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 class ConfigError(BackappError):
@@ -158,3 +177,43 @@ class TooManyAttemptsError(AuthenticationError):
 
 class PermissionDeniedError(BackappError):
     """The user may not do this (e.g. a viewer trying to change something)."""
+
+
+class XattrReadError(SourceError):
+    """The extended attributes of one entry could not be read (the message says why)."""
+
+
+class XattrUnsupportedError(XattrReadError):
+    """The filesystem has no extended attributes."""
+
+
+class DuplicateRunError(ConflictError):
+    """Inserting a run broke a uniqueness rule (an active run, or a fire time, exists)."""
+
+
+class LoginRequiredError(AuthenticationError):
+    """The page needs a logged-in user; the browser is sent to the login page."""
+
+
+# Each error's HTTP status, most specific first (the API and the pages both answer it).
+HTTP_STATUS: tuple[tuple[type[BackappError], int], ...] = (
+    (ConfigError, 422),
+    (EncryptionKeyError, 422),
+    (NotFoundError, 404),
+    (BackupNotFoundError, 404),
+    (ConflictError, 409),
+    (TooManyAttemptsError, 429),
+    (AuthenticationError, 401),
+    (PermissionDeniedError, 403),
+    (StorageError, 502),
+    (IntegrityError, 502),
+    (DatabaseError, 503),
+)
+
+
+def http_status(exc: BackappError) -> int:
+    """Given an error, return the HTTP status it answers (400 for the rest)."""
+    for cls, status in HTTP_STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 400

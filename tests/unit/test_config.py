@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from backapp.domain.config import (
     LocalDestination,
     S3Destination,
+    check_slug,
     load_config_file,
     parse_config,
     slugify,
@@ -461,8 +462,11 @@ def test_slugify_always_gives_a_short_non_empty_dashed_name(name: str) -> None:
     assert slugify(slug) == slug
 
 
-def test_config_slug_is_its_slugified_name() -> None:
-    assert parse_config(example(name="Nightly DB Backup")).slug == "nightly-db-backup"
+def test_a_new_configs_folder_is_its_slugified_name_and_a_document_has_none() -> None:
+    assert slugify("Nightly DB Backup") == "nightly-db-backup"
+    assert check_slug(slugify("Nightly DB Backup!")) == "nightly-db-backup"
+    # The folder is the identity's (fixed at creation), never re-derived from a name.
+    assert not hasattr(parse_config(example(name="Nightly DB Backup")), "slug")
 
 
 @pytest.mark.parametrize(

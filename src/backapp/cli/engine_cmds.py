@@ -15,7 +15,6 @@ import typer
 from backapp.cli.output import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
-    UsageError,
     err_console,
     fail,
     human_bytes,
@@ -34,7 +33,13 @@ from backapp.engine.progress import CancelToken
 from backapp.engine.restore import run_restore
 from backapp.engine.streams import file_chunks
 from backapp.engine.verify import run_verify
-from backapp.errors import BackappError, CancelledError, EncryptionKeyError, IntegrityError
+from backapp.errors import (
+    BackappError,
+    CancelledError,
+    EncryptionKeyError,
+    IntegrityError,
+    UsageError,
+)
 from backapp.services import configs as config_service
 from backapp.services import retention
 from backapp.services.configs import StoredConfig

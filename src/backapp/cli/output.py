@@ -27,13 +27,9 @@ from backapp.errors import (
     ConfigError,
     EncryptionKeyError,
     TargetNotEmptyError,
+    UsageError,
     WrongKeyError,
 )
-
-
-class UsageError(BackappError):
-    """Bad command-line input (exit code 2)."""
-
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2

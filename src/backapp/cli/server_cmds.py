@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from backapp.cli.output import UsageError, err_console, fail, out_console
-from backapp.errors import BackappError
+from backapp.cli.output import err_console, fail, out_console
+from backapp.errors import BackappError, UsageError
 
 if TYPE_CHECKING:
     from backapp.services.context import AppContext

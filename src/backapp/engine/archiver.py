@@ -9,19 +9,14 @@ import os
 import stat
 from typing import Any
 
-from backapp.engine.fsmeta import (
-    XattrReadError,
-    XattrUnsupportedError,
-    data_extents,
-    holes_of,
-    read_xattrs,
-)
+from backapp.engine.fsmeta import data_extents, holes_of, read_xattrs
 from backapp.engine.layout import BackupStats
 from backapp.engine.manifest import Entry
 from backapp.engine.parent import ParentCursor
 from backapp.engine.progress import Progress, Throttle
 from backapp.engine.scan import ScanEntry, SkipLog, os_reason
 from backapp.engine.tarstream import TarSink, tar_header
+from backapp.errors import XattrReadError, XattrUnsupportedError
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 _NOATIME = getattr(os, "O_NOATIME", 0)

@@ -12,17 +12,11 @@ import errno
 import os
 from collections.abc import Iterator
 
+from backapp.errors import XattrReadError, XattrUnsupportedError
+
 # Errors meaning "this filesystem has no extended attributes at all".
 _UNSUPPORTED = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
 HOLE_MIN = 4096  # holes smaller than a filesystem block are not worth recording
-
-
-class XattrReadError(Exception):
-    """The extended attributes of one entry could not be read (the message says why)."""
-
-
-class XattrUnsupportedError(XattrReadError):
-    """The filesystem has no extended attributes."""
 
 
 def read_xattrs(target: int | str, *, follow: bool = True) -> dict[str, bytes] | None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import apprise
 
-from backapp.notify.base import Notification, TransportError
+from backapp.errors import TransportError
+from backapp.notify.base import Notification
 
 _TYPES = {
     "critical": apprise.NotifyType.FAILURE,

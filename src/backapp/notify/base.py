@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from backapp.errors import TransportError
+
 
 @dataclass(frozen=True)
 class Notification:
@@ -13,14 +15,6 @@ class Notification:
     title: str
     body: str
     severity: str = "warning"
-
-
-class TransportError(Exception):
-    """Sending failed; ``permanent`` says whether trying again is pointless."""
-
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
-        super().__init__(message)
-        self.permanent = permanent
 
 
 class Transport(Protocol):

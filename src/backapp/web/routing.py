@@ -17,30 +17,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from backapp.db import DatabaseError
-from backapp.errors import (
-    BackappError,
-    BackupNotFoundError,
-    ConflictError,
-    IntegrityError,
-    NotFoundError,
-    PermissionDeniedError,
-    StorageError,
-)
+from backapp.errors import BackappError, IntegrityError, LoginRequiredError, http_status
 from backapp.web.rendering import redirect, render
-from backapp.web.security import LoginRequiredError
 
 logger = logging.getLogger(__name__)
 
-_STATUS: list[tuple[type[BackappError], int, str]] = [
-    (DatabaseError, 503, "Database unavailable"),
-    (NotFoundError, 404, "Not found"),
-    (BackupNotFoundError, 404, "Not found"),
-    (PermissionDeniedError, 403, "Not allowed"),
-    (ConflictError, 409, "Conflict"),
-    (StorageError, 502, "Storage problem"),
-    (IntegrityError, 502, "Damaged backup"),
-]
+# The pages answer the status the errors table gives (errors.http_status), with a title.
+_TITLES = {
+    401: "Log in",
+    403: "Not allowed",
+    404: "Not found",
+    409: "Conflict",
+    422: "Cannot do that",
+    429: "Too many attempts",
+    502: "Storage problem",
+    503: "Database unavailable",
+}
 
 
 def login_redirect(request: Request) -> Response:
@@ -65,10 +57,9 @@ def page_for_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, LoginRequiredError):
         return login_redirect(request)
     if isinstance(exc, BackappError):
-        for cls, status, title in _STATUS:
-            if isinstance(exc, cls):
-                return error_page(request, status, title, exc.message)
-        return error_page(request, 400, "Cannot do that", exc.message)
+        status = http_status(exc)
+        title = "Damaged backup" if isinstance(exc, IntegrityError) else _TITLES.get(status)
+        return error_page(request, status, title or "Cannot do that", exc.message)
     if isinstance(exc, RequestValidationError):
         fields = ", ".join(str(e.get("loc", ["?"])[-1]) for e in exc.errors())
         return error_page(request, 400, "Bad request", f"missing or invalid: {fields}")

@@ -11,12 +11,9 @@ from sqlalchemy.orm import Session
 
 from backapp.db.models import Run
 from backapp.db.repositories import storable
+from backapp.errors import DuplicateRunError
 
 ACTIVE = ("queued", "running")
-
-
-class DuplicateRunError(Exception):
-    """Inserting the run broke a uniqueness rule (an active run, or a fire time, exists)."""
 
 
 def add(session: Session, run: Run) -> None:
