@@ -37,6 +37,7 @@ from backapp.errors import BackappError, RestoreError, TargetNotEmptyError
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass
 class RestoreResult:
     """What a restore wrote, skipped and could not restore."""
@@ -58,13 +59,18 @@ class RestoreResult:
         """Return whether everything selected was restored exactly."""
         return not self.errors
 
+    @property
+    def files_restored(self) -> int:
+        """Return the number of files, symlinks and hard links restored."""
+        return self.files + self.symlinks + self.hardlinks
+
     def to_json(self) -> dict[str, Any]:
         """Return the result as a camelCase JSON object."""
         return {
             "backupId": self.backup_id,
             "status": "completed" if self.ok else "failed",
             "target": self.target,
-            "filesRestored": self.files + self.symlinks + self.hardlinks,
+            "filesRestored": self.files_restored,
             "dirsRestored": self.dirs,
             "bytesRestored": self.bytes,
             "skippedExisting": self.skipped_existing,

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from backapp.db import DatabaseError, Run, utcnow
 from backapp.db.repositories import configs as config_repo
 from backapp.db.repositories import runs as run_repo
+from backapp.db.repositories.runs import RunOutcome
 from backapp.domain.config import BackupConfig
 from backapp.domain.restore import RestoreRequest, VerifyRequest
 from backapp.engine.backup import BackupResult, run_backup
@@ -119,7 +120,7 @@ class RunExecutor:
         try:
             return handler[job.kind](job, active, started)
         except CancelledError as exc:
-            return self._finish(job, "cancelled", {"error": str(exc), "backup_id": None}, started)
+            return self._finish(job, "cancelled", RunOutcome(error=str(exc)), started)
         except BackappError as exc:
             return self._finish_failed(job, exc.message, started, alert_kind_for(exc, job.kind))
         except Exception as exc:  # the top of a run: record any failure, never lose it
@@ -166,38 +167,25 @@ class RunExecutor:
             run = self.patient(load, f"reading run {active.run_id}")
             if run is not None:
                 extra = self.after_backup(run, document, result)
-        doc = result.to_json()
-        details = {
-            "type": doc["type"],
-            "parent": doc["parent"],
-            "parentNote": result.parent_note,
-            "cleanup": result.cleanup_note,
-            "dirs": doc["dirs"],
-            "newFiles": doc["newFiles"],
-            "changedFiles": doc["changedFiles"],
-            "unchangedFiles": doc["unchangedFiles"],
-            "renamedFiles": doc["renamedFiles"],
-            "deletedFiles": doc["deletedFiles"],
-            "filesWithWarnings": doc["filesWithWarnings"],
-            "skipReasons": dict(result.skips.reasons),
-            "skipped": doc["skipped"][:100],
-            **extra,
-        }
-        return self._finish(
-            job,
-            "completed",
-            {
-                "type": doc["type"],
-                "files_processed": doc["filesProcessed"],
-                "files_skipped": doc["filesSkipped"],
-                "total_bytes": doc["totalBytes"],
-                "bytes_transferred": doc["bytesTransferred"],
-                "stored_bytes": doc["storedBytes"],
-                "backup_id": result.backup_id,
-                "details": details,
+        stats, doc = result.info.stats, result.to_json()
+        outcome = RunOutcome(
+            backup_id=result.backup_id,
+            type=result.info.type,
+            files_processed=result.files_processed,
+            files_skipped=result.skips.count,
+            total_bytes=stats.total_bytes,
+            bytes_transferred=result.bytes_transferred,
+            stored_bytes=stats.stored_bytes,
+            # The result as the CLI's --json reports it, with the reasons of its skips and
+            # what retention did (a run page shows them); skips are sampled.
+            details={
+                **doc,
+                "skipped": doc["skipped"][:100],
+                "skipReasons": dict(result.skips.reasons),
+                **extra,
             },
-            started,
         )
+        return self._finish(job, "completed", outcome, started)
 
     def _restore(self, job: _Job, active: ActiveRun, started: float) -> str:
         assert job.document is not None
@@ -220,17 +208,17 @@ class RunExecutor:
             cancel=active.cancel,
         )
         doc = result.to_json()
-        values = {
-            "files_processed": doc["filesRestored"],
-            "total_bytes": doc["bytesRestored"],
-            "backup_id": result.backup_id,
-            "details": {**doc, "errors": doc["errors"][:200]},
-        }
+        outcome = RunOutcome(
+            backup_id=result.backup_id,
+            files_processed=result.files_restored,
+            total_bytes=result.bytes,
+            details={**doc, "errors": doc["errors"][:200]},
+        )
         if result.ok:
-            return self._finish(job, "completed", values, started)
+            return self._finish(job, "completed", outcome, started)
         summary = "; ".join(f"{p}: {m}" for p, m in result.errors[:3])
         message = f"{len(result.errors)} file(s) could not be restored: {summary}"
-        return self._finish_failed(job, message, started, "restore_failed", values)
+        return self._finish_failed(job, message, started, "restore_failed", outcome)
 
     def _verify(self, job: _Job, active: ActiveRun, started: float) -> str:
         assert job.document is not None
@@ -245,16 +233,16 @@ class RunExecutor:
             cancel=active.cancel,
         )
         doc = result.to_json()
-        values = {
-            "files_processed": doc["filesChecked"],
-            "total_bytes": doc["bytesChecked"],
-            "backup_id": result.backup_id,
-            "details": {**doc, "problems": doc["problems"][:200]},
-        }
+        outcome = RunOutcome(
+            backup_id=result.backup_id,
+            files_processed=result.files,
+            total_bytes=result.bytes,
+            details={**doc, "problems": doc["problems"][:200]},
+        )
         if result.ok:
-            return self._finish(job, "completed", values, started)
+            return self._finish(job, "completed", outcome, started)
         message = f"backup {result.backup_id} is damaged: {result.summary()}"
-        return self._finish_failed(job, message, started, "verify_failed", values)
+        return self._finish_failed(job, message, started, "verify_failed", outcome)
 
     # -- recording -------------------------------------------------------------
 
@@ -294,21 +282,21 @@ class RunExecutor:
         message: str,
         started: float,
         alert_kind: str = "backup_failed",
-        values: dict[str, Any] | None = None,
+        outcome: RunOutcome | None = None,
     ) -> str:
-        values = {"backup_id": None, **(values or {}), "error": message}
+        failed = replace(outcome or RunOutcome(), error=message)
         what = {"backup": "Backup", "restore": "Restore", "verify": "Verification"}
         alert = (
             alert_kind,
             f"{what.get(job.kind, 'Run')} of '{job.config_name}' failed: {message}",
         )
-        return self._finish(job, "failed", values, started, alert=alert)
+        return self._finish(job, "failed", failed, started, alert=alert)
 
     def _finish(
         self,
         job: _Job,
         status: str,
-        values: dict[str, Any],
+        outcome: RunOutcome,
         started: float,
         *,
         alert: tuple[str, str] | None = None,
@@ -316,15 +304,18 @@ class RunExecutor:
         """Record the outcome (and its alert, in the same transaction: a failed run is
         never seen without its alert); return the run's final status."""
         now = utcnow()
-        values = {
-            "completed_at": now,
-            "duration_seconds": round(time.monotonic() - started, 3),
-            **values,
-        }
+        duration = round(time.monotonic() - started, 3)
 
         def record() -> str | None:
             with self.ctx.db.session() as session:
-                if not run_repo.finish(session, job.run_id, status, values):
+                if not run_repo.finish(
+                    session,
+                    job.run_id,
+                    status,
+                    outcome,
+                    completed_at=now,
+                    duration_seconds=duration,
+                ):
                     # Someone else settled it (e.g. its lease expired and it was failed).
                     run = run_repo.get(session, job.run_id)
                     return run.status if run else status

@@ -155,10 +155,7 @@ def expire_lost_runs(
                 continue
             pending_backup = run.backup_id
             if not run_repo.finish(
-                session,
-                run_id,
-                "failed",
-                {"error": message, "completed_at": now, "backup_id": None},
+                session, run_id, "failed", run_repo.RunOutcome(error=message), completed_at=now
             ):
                 continue  # finished meanwhile, or another scheduler got here first
             alerts.raise_alert(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +15,21 @@ from backapp.db.repositories import storable
 from backapp.errors import DuplicateRunError
 
 ACTIVE = ("queued", "running")
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What a finished run records, column by column (a failed run has few)."""
+
+    error: str | None = None
+    backup_id: str | None = None  # always written: a failed backup's pending id is cleared
+    type: str | None = None  # the backup's actual type (None: the configured one stays)
+    files_processed: int = 0
+    files_skipped: int = 0
+    total_bytes: int = 0
+    bytes_transferred: int = 0
+    stored_bytes: int = 0
+    details: dict[str, Any] | None = None
 
 
 def add(session: Session, run: Run) -> None:
@@ -117,12 +133,23 @@ def stale_running(session: Session, older_than: datetime) -> list[Run]:
     )
 
 
-def finish(session: Session, run_id: str, status: str, values: dict[str, Any]) -> bool:
+def finish(
+    session: Session,
+    run_id: str,
+    status: str,
+    outcome: RunOutcome,
+    *,
+    completed_at: datetime,
+    duration_seconds: float | None = None,
+) -> bool:
     """Given a running run, record its outcome; return False if it was no longer running."""
+    values = {k: v for k, v in asdict(outcome).items() if k != "type" or v is not None}
+    if duration_seconds is not None:
+        values["duration_seconds"] = duration_seconds
     result = session.execute(
         update(Run)
         .where(Run.id == run_id, Run.status == "running")
-        .values(status=status, **values)
+        .values(status=status, completed_at=completed_at, **values)
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
