@@ -6,12 +6,15 @@ import logging
 import math
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
 from backapp.api import deps
+from backapp.api.schemas import ErrorOut
 from backapp.domain.config import error_path
 from backapp.errors import (
     AuthenticationError,
@@ -54,10 +57,8 @@ def status_for(exc: BackappError) -> int:
 
 
 def error_body(message: str, problems: list[tuple[str, str]] | None = None) -> dict[str, Any]:
-    """Given a message and field problems, return the JSON error document."""
-    body: dict[str, Any] = {"error": message}
-    if problems:
-        body["problems"] = [{"field": f, "message": m} for f, m in problems]
+    """Given a message and field problems, return the JSON error document (ErrorOut)."""
+    body: dict[str, Any] = ErrorOut.of(message, problems).model_dump(mode="json")
     return body
 
 
@@ -137,3 +138,15 @@ def install(app: FastAPI) -> None:
         problems = _problems_from_request(exc)
         summary = "; ".join(f"{p}: {m}" for p, m in problems)
         return JSONResponse(error_body(f"invalid request: {summary}", problems), 422)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> Response:
+        # FastAPI's own refusals inside an operation (a body that cannot be parsed) get the
+        # API's error body too; a URL that is no operation keeps FastAPI's answer.
+        if request.scope.get("route") is None or exc.status_code < 400:
+            return await http_exception_handler(request, exc)
+        try:
+            await run_in_threadpool(check_caller, request)
+        except (AuthenticationError, PermissionDeniedError) as denied:
+            return _response(denied)
+        return JSONResponse(error_body(str(exc.detail)), exc.status_code, headers=exc.headers)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from backapp.db import Alert, Session, utcnow
 from backapp.db.repositories import alerts as repo
@@ -45,23 +44,6 @@ def raise_alert(
     repo.add(session, alert)
     logger.warning("alert (%s): %s", kind, message)
     return alert
-
-
-def to_json(alert: Alert) -> dict[str, Any]:
-    """Given an alert, return its API representation."""
-    return {
-        "id": alert.id,
-        "kind": alert.kind,
-        "severity": alert.severity,
-        "configId": alert.config_id,
-        "configName": alert.config_name,
-        "runId": alert.run_id,
-        "message": alert.message,
-        "createdAt": alert.created_at.isoformat(),
-        "acknowledged": alert.acknowledged_at is not None,
-        "acknowledgedAt": alert.acknowledged_at.isoformat() if alert.acknowledged_at else None,
-        "acknowledgedBy": alert.acknowledged_by,
-    }
 
 
 def list_alerts(session: Session, *, open_only: bool = False, limit: int = 100) -> list[Alert]:

@@ -6,31 +6,19 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
 
 from backapp.db import Config, Run, Session, utcnow
 from backapp.domain.config import BackupConfig
+from backapp.domain.restore import ExistingPolicy, RestoreRequest, VerifyRequest
 from backapp.engine.manifest import Entry
 from backapp.engine.reader import ArchiveReader
 from backapp.engine.snapshot import Snapshot
-from backapp.errors import ConfigError, IntegrityError, NotFoundError
+from backapp.errors import IntegrityError, NotFoundError
 from backapp.services import runs as run_service
 from backapp.services.context import AppContext
-
-EXISTING = ("refuse", "overwrite", "skip", "keep-both")
-
-
-@dataclass(frozen=True)
-class RestorePlan:
-    """A validated restore request."""
-
-    backup_id: str
-    target: str
-    include: list[str]
-    existing: str
-    in_place: bool
 
 
 def plan_restore(
@@ -42,52 +30,37 @@ def plan_restore(
     target: str | None = None,
     in_place: bool = False,
     include: list[str] | None = None,
-    existing: str | None = None,
-) -> RestorePlan:
+    existing: ExistingPolicy | None = None,
+) -> RestoreRequest:
     """Given a restore request, check it and resolve 'latest'. Raise ConfigError, NotFoundError.
 
-    By default a restore goes to a new folder under the data directory; restoring to the
-    original location needs ``in_place`` and an explicit ``existing`` policy.
+    By default a restore goes to a new folder, chosen by the worker that writes it;
+    restoring to the original location needs ``in_place`` and an explicit ``existing``.
     """
-    problems = []
-    if in_place and target:
-        problems.append(("target", "give a target folder or inPlace, not both"))
-    if in_place and existing not in ("overwrite", "skip", "keep-both"):
-        problems.append(
-            ("existing", "restoring to the original location needs overwrite, skip or keep-both")
-        )
-    if target is not None and not target.startswith("/"):
-        problems.append(("target", "must be an absolute path"))
-    if existing is not None and existing not in EXISTING:
-        problems.append(("existing", f"must be one of {', '.join(EXISTING)}"))
-    if problems:
-        raise ConfigError(
-            "invalid restore: " + "; ".join(f"{f}: {m}" for f, m in problems), problems
-        )
+    checked = RestoreRequest.checked(
+        backup_id=backup_id,
+        target=target,
+        in_place=in_place,
+        include=include or [],
+        existing=existing,
+    )
     resolved = ctx.repository(config, slug).resolve(backup_id)
-    if in_place:
-        where = "/"
-    elif target:
-        where = target
-    else:
-        stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
-        where = str((ctx.settings.data_dir / "restores" / slug / f"{resolved}-{stamp}").absolute())
-    return RestorePlan(resolved, where, list(include or []), existing or "refuse", in_place)
+    return replace(checked, backup_id=resolved)
+
+
+def new_restore_folder(data_dir: Path, slug: str, backup_id: str) -> Path:
+    """Given the worker's data directory, a config's folder and a backup id, return the new
+    folder a restore without a target goes to: ``{data}/restores/{slug}/{id}-{time}``."""
+    stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
+    return (data_dir / "restores" / slug / f"{backup_id}-{stamp}").absolute()
 
 
 def enqueue_restore(
-    session: Session, config: Config, plan: RestorePlan, requested_by: str | None
+    session: Session, config: Config, request: RestoreRequest, requested_by: str | None
 ) -> Run:
-    """Given a checked restore plan, queue it as a restore run."""
-    request = {
-        "backupId": plan.backup_id,
-        "target": plan.target,
-        "include": plan.include,
-        "existing": plan.existing,
-        "inPlace": plan.in_place,
-    }
+    """Given a checked restore request, queue it as a restore run."""
     return run_service.enqueue(
-        session, config, kind="restore", requested_by=requested_by, request=request
+        session, config, kind="restore", requested_by=requested_by, request=request.to_json()
     )
 
 
@@ -109,7 +82,7 @@ def enqueue_verify(
         trigger=trigger,
         scheduled_for=scheduled_for,
         requested_by=requested_by,
-        request={"backupId": backup_id, "full": full},
+        request=VerifyRequest(backup_id, full).to_json(),
     )
 
 
@@ -122,17 +95,54 @@ def _entries(
         return resolved, list(snap.entries())
 
 
+@dataclass(frozen=True)
+class TreeEntry:
+    """One entry of a folder of a backup. A folder known only from the paths below it
+    (one above the sources, e.g. ``home`` for ``/home/me``) has no mode or mtime."""
+
+    name: str
+    path: str
+    type: str  # "file" | "dir" | "symlink" | "hardlink"
+    mode: int | None = None  # permission bits
+    mtime: datetime | None = None
+    size: int | None = None  # files only
+    target: str | None = None  # what a symlink or hard link points to
+
+    @classmethod
+    def of(cls, entry: Entry, name: str) -> TreeEntry:
+        """Given a manifest entry and its name in its folder, return its tree entry."""
+        return cls(
+            name=name,
+            path=entry.path,
+            type=entry.type,
+            mode=entry.mode,
+            mtime=datetime.fromtimestamp(entry.mtime_ns / 1e9, tz=UTC),
+            size=entry.size if entry.type == "file" else None,
+            target=entry.target,
+        )
+
+
+@dataclass(frozen=True)
+class Folder:
+    """A folder of a backup: its path (no leading '/') and its entries, folders first."""
+
+    backup_id: str
+    path: str
+    entries: list[TreeEntry]
+
+
 def browse(
     ctx: AppContext, config: BackupConfig, slug: str, backup_id: str, path: str = ""
-) -> dict[str, Any]:
+) -> Folder:
     """Given a backup and a folder path in it, return that folder's entries (from the manifest).
 
     Folders above the sources (e.g. ``home`` for ``/home/me``) are listed too.
+    Raise NotFoundError, BackupNotFoundError.
     """
     resolved, entries = _entries(ctx, config, slug, backup_id)
     prefix = path.strip("/")
     depth = len(prefix.split("/")) if prefix else 0
-    children: dict[str, dict[str, Any]] = {}
+    children: dict[str, TreeEntry] = {}
     found = not prefix
     for entry in entries:
         if entry.path == prefix:
@@ -143,30 +153,14 @@ def browse(
         found = True
         parts = entry.path.split("/")
         name = parts[depth]
-        child_path = "/".join(parts[: depth + 1])
         if len(parts) == depth + 1:
-            children[name] = _entry_json(entry, name)
+            children[name] = TreeEntry.of(entry, name)
         else:
-            children.setdefault(name, {"name": name, "path": child_path, "type": "dir"})
+            children.setdefault(name, TreeEntry(name, "/".join(parts[: depth + 1]), "dir"))
     if not found:
         raise NotFoundError(f"{path!r} is not in backup {resolved}")
-    listing = sorted(children.values(), key=lambda e: (e["type"] != "dir", e["name"]))
-    return {"backupId": resolved, "path": prefix, "entries": listing}
-
-
-def _entry_json(entry: Entry, name: str) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "name": name,
-        "path": entry.path,
-        "type": entry.type,
-        "mode": f"{entry.mode:04o}",
-        "mtime": datetime.fromtimestamp(entry.mtime_ns / 1e9, tz=UTC).isoformat(),
-    }
-    if entry.type == "file":
-        doc["size"] = entry.size
-    if entry.target is not None:
-        doc["target"] = entry.target
-    return doc
+    listing = sorted(children.values(), key=lambda e: (e.type != "dir", e.name))
+    return Folder(resolved, prefix, listing)
 
 
 def open_file(

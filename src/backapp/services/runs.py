@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -13,51 +14,33 @@ from backapp.services import configs as config_service
 TERMINAL = ("completed", "failed", "cancelled", "skipped")
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
+@dataclass(frozen=True)
+class RunView:
+    """A run as the API and the pages show it: its row, and whether its config still exists."""
+
+    run: Run
+    config_exists: bool
+
+    @property
+    def progress(self) -> dict[str, Any] | None:
+        """The run's progress document while it runs (None before and after)."""
+        return self.run.progress if self.run.status == "running" else None
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """What the run's result recorded (empty until it has one)."""
+        return self.run.details or {}
 
 
-def to_json(run: Run, *, config_exists: bool = True) -> dict[str, Any]:
-    """Given a run, return its API representation (the specification's backup log entry)."""
-    doc: dict[str, Any] = {
-        "id": run.id,
-        "configId": run.config_id,
-        "configName": run.config_name,
-        "configDeleted": not config_exists,
-        "kind": run.kind,
-        "trigger": run.trigger,
-        "type": run.type,
-        "status": run.status,
-        "scheduledFor": _iso(run.scheduled_for),
-        "queuedAt": _iso(run.queued_at),
-        "startedAt": _iso(run.started_at),
-        "completedAt": _iso(run.completed_at),
-        "durationSeconds": run.duration_seconds,
-        "filesProcessed": run.files_processed,
-        "filesSkipped": run.files_skipped,
-        "totalBytes": run.total_bytes,
-        "bytesTransferred": run.bytes_transferred,
-        "storedBytes": run.stored_bytes,
-        "backupId": run.backup_id,
-        "backupDeleted": run.backup_deleted,
-        "error": run.error,
-        "requestedBy": run.requested_by,
-        "cancelRequested": run.cancel_requested,
-        "progress": run.progress if run.status == "running" else None,
-        "details": run.details or {},
-    }
-    return doc
-
-
-def many_to_json(session: Session, runs: list[Run]) -> list[dict[str, Any]]:
-    """Given runs, return their API representations (marking those of deleted configs)."""
+def views(session: Session, runs: list[Run]) -> list[RunView]:
+    """Given runs, return their views (marking those whose config was deleted)."""
     alive = config_service.existing_ids(session, {r.config_id for r in runs})
-    return [to_json(r, config_exists=r.config_id in alive) for r in runs]
+    return [RunView(r, r.config_id in alive) for r in runs]
 
 
-def one_to_json(session: Session, run: Run) -> dict[str, Any]:
-    """Given a run, return its API representation."""
-    return many_to_json(session, [run])[0]
+def view(session: Session, run: Run) -> RunView:
+    """Given a run, return its view."""
+    return views(session, [run])[0]
 
 
 def get(session: Session, run_id: str) -> Run:

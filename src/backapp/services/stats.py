@@ -2,39 +2,61 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
 
 from backapp.db import Session
 from backapp.db.repositories import alerts as alert_repo
 from backapp.db.repositories import configs as config_repo
 from backapp.db.repositories import runs as run_repo
 from backapp.services import runs as run_service
+from backapp.services.runs import RunView
 
 
-def compute(session: Session) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Stats:
+    """Totals over every backup run, the last run per config and overall, the next one."""
+
+    total_configs: int
+    active_configs: int
+    total_backups: int
+    completed_backups: int
+    failed_backups: int
+    cancelled_backups: int
+    skipped_backups: int
+    active_runs: int
+    success_rate: float | None  # percent of finished runs that completed, one decimal
+    total_bytes_stored: int
+    bytes_transferred: int
+    open_alerts: int
+    last_run: RunView | None
+    last_run_per_config: dict[str, RunView]
+    next_run_at: datetime | None
+
+
+def compute(session: Session) -> Stats:
     """Return totals, success rate, bytes and the last run per config and overall."""
     total_configs, active_configs = config_repo.counts(session)
     totals = run_repo.totals(session)
     finished = totals["completed"] + totals["failed"]
-    last_runs = run_repo.last_runs_per_config(session)
-    last_json = run_service.many_to_json(session, last_runs)
-    overall = max(last_json, key=lambda r: r["queuedAt"] or "", default=None)
+    last_runs = run_service.views(session, run_repo.last_runs_per_config(session))
+    overall = max(last_runs, key=lambda v: v.run.queued_at, default=None)
     configs = config_repo.list_configs(session)
     upcoming = [c.next_run_at for c in configs if c.enabled and c.next_run_at]
-    return {
-        "totalConfigs": total_configs,
-        "activeConfigs": active_configs,
-        "totalBackups": totals["runs"],
-        "completedBackups": totals["completed"],
-        "failedBackups": totals["failed"],
-        "cancelledBackups": totals["cancelled"],
-        "skippedBackups": totals["skipped"],
-        "activeRuns": totals["active"],
-        "successRate": round(totals["completed"] / finished * 100, 1) if finished else None,
-        "totalBytesStored": totals["stored"],
-        "bytesTransferred": totals["transferred"],
-        "openAlerts": alert_repo.count_open(session),
-        "lastRun": overall,
-        "lastRunPerConfig": {r["configId"]: r for r in last_json},
-        "nextRunAt": min(upcoming).isoformat() if upcoming else None,
-    }
+    return Stats(
+        total_configs=total_configs,
+        active_configs=active_configs,
+        total_backups=totals["runs"],
+        completed_backups=totals["completed"],
+        failed_backups=totals["failed"],
+        cancelled_backups=totals["cancelled"],
+        skipped_backups=totals["skipped"],
+        active_runs=totals["active"],
+        success_rate=round(totals["completed"] / finished * 100, 1) if finished else None,
+        total_bytes_stored=totals["stored"],
+        bytes_transferred=totals["transferred"],
+        open_alerts=alert_repo.count_open(session),
+        last_run=overall,
+        last_run_per_config={v.run.config_id: v for v in last_runs},
+        next_run_at=min(upcoming) if upcoming else None,
+    )

@@ -7,34 +7,41 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Response
 
 from backapp.api.deps import AdminDep, CtxDep, UserDep
+from backapp.api.schemas import (
+    ERROR_RESPONSES,
+    ConfigOut,
+    RetentionPreviewOut,
+    StoredBackupOut,
+    stored_backup_out,
+)
 from backapp.domain.config import BackupConfig
 from backapp.errors import ConfigError
 from backapp.services import configs as config_service
 from backapp.services import destinations, retention
 
-router = APIRouter(prefix="/api/backups/configs", tags=["configs"])
+router = APIRouter(prefix="/api/backups/configs", tags=["configs"], responses=ERROR_RESPONSES)
 
 
 @router.get("")
-def list_configs(ctx: CtxDep, user: UserDep) -> list[dict[str, Any]]:
+def list_configs(ctx: CtxDep, user: UserDep) -> list[ConfigOut]:
     """List all backup configurations."""
     with ctx.db.session() as session:
-        return [config_service.to_json(c) for c in config_service.list_all(session)]
+        return [ConfigOut.of(c) for c in config_service.list_all(session)]
 
 
 @router.post("", status_code=201)
-def create_config(ctx: CtxDep, user: AdminDep, document: BackupConfig) -> dict[str, Any]:
+def create_config(ctx: CtxDep, user: AdminDep, document: BackupConfig) -> ConfigOut:
     """Create a backup configuration; returns it with its new `id`."""
     with ctx.db.session() as session:
         config = config_service.create(session, document.to_json_dict())
-        return config_service.to_json(config)
+        return ConfigOut.of(config)
 
 
 @router.get("/{config_id}")
-def get_config(ctx: CtxDep, user: UserDep, config_id: str) -> dict[str, Any]:
+def get_config(ctx: CtxDep, user: UserDep, config_id: str) -> ConfigOut:
     """Get a backup configuration by id."""
     with ctx.db.session() as session:
-        return config_service.to_json(config_service.get(session, config_id))
+        return ConfigOut.of(config_service.get(session, config_id))
 
 
 def _version(if_match: str | None) -> int | None:
@@ -56,7 +63,7 @@ def update_config(
     config_id: str,
     patch: Annotated[dict[str, Any], Body(description="A partial config document, deep-merged.")],
     if_match: Annotated[str | None, Header()] = None,
-) -> dict[str, Any]:
+) -> ConfigOut:
     """Update a configuration with a partial document (deep-merged, then revalidated).
 
     Send `If-Match: <version>` to refuse the edit if someone changed it meanwhile.
@@ -65,7 +72,7 @@ def update_config(
         config = config_service.update(
             session, config_id, patch, expected_version=_version(if_match)
         )
-        return config_service.to_json(config)
+        return ConfigOut.of(config)
 
 
 @router.delete("/{config_id}", status_code=204)
@@ -77,18 +84,18 @@ def delete_config(ctx: CtxDep, user: AdminDep, config_id: str) -> Response:
 
 
 @router.get("/{config_id}/backups")
-def list_stored_backups(ctx: CtxDep, user: UserDep, config_id: str) -> list[dict[str, Any]]:
+def list_stored_backups(ctx: CtxDep, user: UserDep, config_id: str) -> list[StoredBackupOut]:
     """List the backups that exist in storage for this configuration, newest first."""
     with ctx.db.session() as session:
         config = config_service.get(session, config_id)
         document, slug = config_service.document_of(config), config.slug
-    return destinations.stored_backups(ctx, document, slug)
+    return [stored_backup_out(b) for b in destinations.stored_backups(ctx, document, slug)]
 
 
 @router.get("/{config_id}/retention-preview")
-def retention_preview(ctx: CtxDep, user: UserDep, config_id: str) -> dict[str, Any]:
+def retention_preview(ctx: CtxDep, user: UserDep, config_id: str) -> RetentionPreviewOut:
     """What retention would delete now, and why each backup is kept (a dry run)."""
     with ctx.db.session() as session:
         config = config_service.get(session, config_id)
         document, slug = config_service.document_of(config), config.slug
-    return retention.preview(ctx, document, slug)
+    return RetentionPreviewOut.of(retention.preview(ctx, document, slug))

@@ -3,35 +3,45 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from backapp.api.deps import SESSION_COOKIE, AdminDep, CtxDep, OperatorDep, UserDep
+from backapp.api.schemas import (
+    ERROR_RESPONSES,
+    AlertOut,
+    DestinationCheckOut,
+    HealthOut,
+    IdentityOut,
+    LoginOut,
+    SessionUserOut,
+    StatsOut,
+)
 from backapp.domain.config import Destination
 from backapp.errors import AuthenticationError, DatabaseError
 from backapp.services import alerts as alert_service
 from backapp.services import destinations, stats, users
 
 logger = logging.getLogger(__name__)
-router = APIRouter(tags=["service"])
+router = APIRouter(tags=["service"], responses=ERROR_RESPONSES)
 
 
 @router.get("/api/backups/stats")
-def get_stats(ctx: CtxDep, user: UserDep) -> dict[str, Any]:
+def get_stats(ctx: CtxDep, user: UserDep) -> StatsOut:
     """Totals, active configs, success rate, bytes stored and transferred, last runs."""
     with ctx.db.session() as session:
-        return stats.compute(session)
+        return StatsOut.of(stats.compute(session))
 
 
 @router.post("/api/backups/destinations/test")
 def test_destination(
     ctx: CtxDep, user: AdminDep, destination: Annotated[Destination, Body()]
-) -> dict[str, Any]:
+) -> DestinationCheckOut:
     """Check a destination is reachable and writable, with a readable message."""
-    return destinations.test_destination(ctx, destination)
+    return DestinationCheckOut.of(destinations.test_destination(ctx, destination))
 
 
 @router.get("/api/alerts")
@@ -40,18 +50,18 @@ def list_alerts(
     user: UserDep,
     status: Annotated[Literal["open", "all"], Query()] = "open",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> list[dict[str, Any]]:
+) -> list[AlertOut]:
     """Alerts, newest first: open ones by default, `status=all` for every one."""
     with ctx.db.session() as session:
         found = alert_service.list_alerts(session, open_only=status == "open", limit=limit)
-        return [alert_service.to_json(a) for a in found]
+        return [AlertOut.of(a) for a in found]
 
 
 @router.post("/api/alerts/{alert_id}/acknowledge")
-def acknowledge_alert(ctx: CtxDep, user: OperatorDep, alert_id: str) -> dict[str, Any]:
+def acknowledge_alert(ctx: CtxDep, user: OperatorDep, alert_id: str) -> AlertOut:
     """Mark an alert as acknowledged (by the caller, now)."""
     with ctx.db.session() as session:
-        return alert_service.to_json(alert_service.acknowledge(session, alert_id, user.username))
+        return AlertOut.of(alert_service.acknowledge(session, alert_id, user.username))
 
 
 class LoginRequest(BaseModel):
@@ -63,7 +73,7 @@ class LoginRequest(BaseModel):
 
 
 @router.post("/api/auth/login")
-def login(ctx: CtxDep, request: Request, response: Response, body: LoginRequest) -> dict[str, Any]:
+def login(ctx: CtxDep, request: Request, response: Response, body: LoginRequest) -> LoginOut:
     """Start a session: sets an HttpOnly cookie and returns the CSRF token to send back."""
     with ctx.db.session() as session:
         address = request.client.host if request.client else ""
@@ -71,7 +81,7 @@ def login(ctx: CtxDep, request: Request, response: Response, body: LoginRequest)
         if user is None:
             raise AuthenticationError("wrong username or password")
         cookie, csrf = users.open_session(session, user)
-        identity = {"username": user.username, "role": user.role}
+        who = SessionUserOut(username=user.username, role=user.role)
     response.set_cookie(
         SESSION_COOKIE,
         cookie,
@@ -81,7 +91,7 @@ def login(ctx: CtxDep, request: Request, response: Response, body: LoginRequest)
         secure=request.url.scheme == "https",
         path="/",
     )
-    return {"user": identity, "csrfToken": csrf}
+    return LoginOut(user=who, csrf_token=csrf)
 
 
 @router.post("/api/auth/logout", status_code=204)
@@ -97,17 +107,23 @@ def logout(ctx: CtxDep, request: Request, user: UserDep) -> Response:
 
 
 @router.get("/api/auth/me")
-def me(user: UserDep) -> dict[str, Any]:
+def me(user: UserDep) -> IdentityOut:
     """Who is logged in."""
-    return {"username": user.username, "role": user.role, "via": user.via}
+    return IdentityOut.of(user)
 
 
-@router.get("/healthz", tags=["health"])
-def healthz(ctx: CtxDep) -> JSONResponse:
+@router.get(
+    "/healthz",
+    tags=["health"],
+    response_model=HealthOut,
+    responses={503: {"model": HealthOut, "description": "The database does not answer"}},
+)
+def healthz(ctx: CtxDep) -> HealthOut | JSONResponse:
     """Liveness and database reachability (no authentication: says nothing more)."""
     try:
         ctx.db.ping()
     except DatabaseError:
         logger.warning("health check: the database does not answer", exc_info=True)
-        return JSONResponse({"status": "degraded", "database": "unavailable"}, 503)
-    return JSONResponse({"status": "ok", "database": "ok"})
+        degraded = HealthOut(status="degraded", database="unavailable")
+        return JSONResponse(degraded.model_dump(mode="json"), 503)
+    return HealthOut(status="ok", database="ok")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query
@@ -10,14 +10,16 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from backapp.api.deps import CtxDep, OperatorDep
+from backapp.api.schemas import ERROR_RESPONSES, FolderOut, RunOut
 from backapp.domain.config import MAX_PATTERNS, check_text
 from backapp.domain.patterns import exact_path_pattern
+from backapp.domain.restore import ExistingPolicy
 from backapp.services import configs as config_service
 from backapp.services import restores
 from backapp.services import runs as run_service
 from backapp.services.context import AppContext
 
-router = APIRouter(prefix="/api/backups", tags=["restore"])
+router = APIRouter(prefix="/api/backups", tags=["restore"], responses=ERROR_RESPONSES)
 
 
 class RestoreRequest(BaseModel):
@@ -39,9 +41,7 @@ class RestoreRequest(BaseModel):
         default_factory=list,
         description="exact paths to restore (files, or folders with what is below them)",
     )
-    existing: Literal["refuse", "overwrite", "skip", "keep-both"] | None = Field(
-        None, description="What to do with files already there"
-    )
+    existing: ExistingPolicy | None = Field(None, description="What to do with files already there")
 
     @field_validator("target", "include", "paths")
     @classmethod
@@ -70,7 +70,7 @@ def _config(ctx: AppContext, config_id: str) -> tuple[Any, str]:
 
 
 @router.post("/restore", status_code=202)
-def restore(ctx: CtxDep, user: OperatorDep, body: RestoreRequest) -> dict[str, Any]:
+def restore(ctx: CtxDep, user: OperatorDep, body: RestoreRequest) -> RunOut:
     """Queue a restore of a backup (all of it, or `include`d paths); returns the restore run."""
     document, slug = _config(ctx, body.config_id)
     plan = restores.plan_restore(
@@ -86,11 +86,11 @@ def restore(ctx: CtxDep, user: OperatorDep, body: RestoreRequest) -> dict[str, A
     with ctx.db.session() as session:
         config = config_service.get(session, body.config_id)
         run = restores.enqueue_restore(session, config, plan, user.username)
-        return run_service.one_to_json(session, run)
+        return RunOut.of(run_service.view(session, run))
 
 
 @router.post("/verify", status_code=202)
-def verify(ctx: CtxDep, user: OperatorDep, body: VerifyRequest) -> dict[str, Any]:
+def verify(ctx: CtxDep, user: OperatorDep, body: VerifyRequest) -> RunOut:
     """Queue a verification of a backup (quick, or `full`); returns the verify run."""
     document, slug = _config(ctx, body.config_id)
     backup_id = ctx.repository(document, slug).resolve(body.backup_id)
@@ -99,7 +99,7 @@ def verify(ctx: CtxDep, user: OperatorDep, body: VerifyRequest) -> dict[str, Any
         run = restores.enqueue_verify(
             session, config, backup_id=backup_id, full=body.full, requested_by=user.username
         )
-        return run_service.one_to_json(session, run)
+        return RunOut.of(run_service.view(session, run))
 
 
 @router.get("/configs/{config_id}/backups/{backup_id}/tree")
@@ -109,13 +109,24 @@ def browse(
     config_id: str,
     backup_id: str,
     path: Annotated[str, Query(max_length=4096)] = "",
-) -> dict[str, Any]:
+) -> FolderOut:
     """The entries of one folder of a backup, read from its manifest (no archive download)."""
     document, slug = _config(ctx, config_id)
-    return restores.browse(ctx, document, slug, backup_id, path)
+    return FolderOut.of(restores.browse(ctx, document, slug, backup_id, path))
 
 
-@router.get("/configs/{config_id}/backups/{backup_id}/file")
+@router.get(
+    "/configs/{config_id}/backups/{backup_id}/file",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The file's bytes, as an attachment",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+)
 def download(
     ctx: CtxDep,
     user: OperatorDep,

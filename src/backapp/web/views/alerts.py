@@ -26,11 +26,8 @@ def alerts(
     """Show open alerts (or all of them), newest first."""
     with ctx.db.session() as session:
         found = alert_service.list_alerts(session, open_only=show == "open", limit=200)
-        items = [alert_service.to_json(a) for a in found]
-        alive = config_service.existing_ids(
-            session, {a["configId"] for a in items if a["configId"]}
-        )
-    return render(request, "alerts.html", user, alerts=items, show=show, alive=alive)
+        alive = config_service.existing_ids(session, {a.config_id for a in found if a.config_id})
+    return render(request, "alerts.html", user, alerts=found, show=show, alive=alive)
 
 
 @router.post("/alerts/{alert_id}/acknowledge")

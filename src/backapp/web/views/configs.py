@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request, Response
 
+from backapp.db import Config
 from backapp.errors import BackappError, ConfigError, ConflictError
 from backapp.services import configs as config_service
-from backapp.services import destinations, retention
+from backapp.services import retention
 from backapp.services import runs as run_service
+from backapp.services.destinations import DestinationCheck
 from backapp.web.formatting import progress_view
 from backapp.web.forms import (
     ConfigForm,
@@ -41,10 +41,10 @@ def _form_page(
     user: WebUser,
     form: ConfigForm,
     *,
-    config: dict[str, Any] | None = None,
+    config: Config | None = None,
     problems: list[tuple[str, str]] | None = None,
     notice: str = "",
-    test_result: dict[str, Any] | None = None,
+    test_result: DestinationCheck | None = None,
     fresh: bool = False,
 ) -> Response:
     problems = problems or []
@@ -74,7 +74,7 @@ def new_config(request: Request, ctx: CtxDep, user: AdminPage) -> Response:
 
 
 def _unsaved_action(
-    request: Request, ctx: CtxDep, posted: Posted, form: ConfigForm, config: dict[str, Any] | None
+    request: Request, ctx: CtxDep, posted: Posted, form: ConfigForm, config: Config | None
 ) -> Response | None:
     """Given a posted form, handle the buttons that do not save (for browsers without script)."""
     action = str(posted.form.get("action") or "save")
@@ -111,8 +111,7 @@ def edit_config(request: Request, ctx: CtxDep, user: AdminPage, config_id: str) 
     with ctx.db.session() as session:
         config = config_service.get(session, config_id)
         form = ConfigForm.from_document(config.document, config.version)
-        doc = config_service.to_json(config)
-    return _form_page(request, ctx, user, form, config=doc)
+    return _form_page(request, ctx, user, form, config=config)
 
 
 @router.post("/backups/{config_id}/edit")
@@ -120,7 +119,7 @@ def update_config(request: Request, ctx: CtxDep, posted: AdminPost, config_id: s
     """Save the edited configuration, or show the form again as typed."""
     form = ConfigForm.from_form(posted.form)
     with ctx.db.session() as session:
-        current = config_service.to_json(config_service.get(session, config_id))
+        current = config_service.get(session, config_id)
     shown = _unsaved_action(request, ctx, posted, form, current)
     if shown is not None:
         return shown
@@ -158,25 +157,25 @@ def config_detail(request: Request, ctx: CtxDep, user: PageUser, config_id: str)
     """Show a configuration, its next runs, its run history and (lazily) its stored backups."""
     with ctx.db.session() as session:
         config = config_service.get(session, config_id)
-        doc = config_service.to_json(config)
-        runs = run_service.many_to_json(
+        document = config_service.document_of(config)
+        runs = run_service.views(
             session, run_service.list_runs(session, config_id=config_id, limit=20)
         )
-    schedule = doc["schedule"]
-    upcoming, _ = fire_times(schedule["cronExpression"], schedule["timezone"])
-    active = next((r for r in runs if r["status"] in ("queued", "running")), None)
+    upcoming, _ = fire_times(document.schedule.cron_expression, document.schedule.timezone)
+    active = next((v for v in runs if v.run.status in ("queued", "running")), None)
     # A restore or verification in progress does not stop a backup from being queued.
-    backing_up = any(r["status"] in ("queued", "running") and r["kind"] == "backup" for r in runs)
+    backing_up = any(v.run.status in ("queued", "running") and v.run.kind == "backup" for v in runs)
     return render(
         request,
         "config_detail.html",
         user,
-        config=doc,
+        config=config,
+        document=document,
         runs=runs,
-        upcoming=upcoming if doc["enabled"] else [],
+        upcoming=upcoming if document.enabled else [],
         active=active,
         backing_up=backing_up,
-        active_progress=progress_view(active["status"], active["progress"]) if active else None,
+        active_progress=progress_view(active.run.status, active.progress) if active else None,
     )
 
 
@@ -188,23 +187,17 @@ def stored_backups(request: Request, ctx: CtxDep, user: PageUser, config_id: str
         document, slug = config_service.document_of(config), config.slug
     error, backups = "", []
     try:
-        plan, infos, damaged = retention.plan_for(ctx, document, slug)
+        # With the retention preview: what the next run's retention would do, and why.
+        backups = retention.preview(ctx, document, slug).newest_first()
     except BackappError as exc:
         error = exc.message
-    else:
-        backups = [destinations.backup_to_json(info) for info in infos]
-        for backup in backups:
-            backup["browseFrom"] = start_path(backup.get("sources") or [])
-            # The retention preview: what the next run's retention would do, and why.
-            backup["expires"] = backup["backupId"] in plan.delete
-            backup["retention"] = plan.reasons.get(backup["backupId"], "")
-        backups += [destinations.damaged_to_json(b) for b in damaged]
-        backups.sort(key=lambda b: str(b["backupId"]), reverse=True)
+    starts = {b.backup_id: start_path(b.info.sources) for b in backups if b.info is not None}
     return render(
         request,
         "partials/stored_backups.html",
         user,
         backups=backups,
+        browse_from=starts,
         error=error,
         config_id=config_id,
     )
@@ -214,8 +207,8 @@ def stored_backups(request: Request, ctx: CtxDep, user: PageUser, config_id: str
 def confirm_delete(request: Request, ctx: CtxDep, user: AdminPage, config_id: str) -> Response:
     """Ask before deleting a configuration."""
     with ctx.db.session() as session:
-        doc = config_service.to_json(config_service.get(session, config_id))
-    return render(request, "confirm_delete.html", user, config=doc)
+        config = config_service.get(session, config_id)
+    return render(request, "confirm_delete.html", user, config=config)
 
 
 @router.post("/backups/{config_id}/delete")

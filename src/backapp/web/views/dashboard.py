@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 from backapp.db import Session
 from backapp.services import configs as config_service
 from backapp.services import stats as stats_service
+from backapp.services.runs import RunView
 from backapp.web.formatting import progress_view
 from backapp.web.rendering import render
 from backapp.web.routing import WebRoute
@@ -19,28 +20,29 @@ router = APIRouter(route_class=WebRoute, include_in_schema=False)
 ACTIVE = ("queued", "running")
 
 
-def config_rows(session: Session, last_runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def config_rows(session: Session, last_runs: dict[str, RunView]) -> list[dict[str, Any]]:
     """Given the last run of each config, return the dashboard's rows, by name."""
     rows = []
     for config in config_service.list_all(session):
-        doc = config_service.to_json(config)
+        document = config_service.document_of(config)
         last = last_runs.get(config.id)
-        active = last if last and last["status"] in ACTIVE else None
+        active = last if last and last.run.status in ACTIVE else None
         rows.append(
             {
-                "config": doc,
+                "config": config,
+                "document": document,
                 "last": last,
                 "active": active,
-                "progress": progress_view(active["status"], active["progress"]) if active else None,
+                "progress": progress_view(active.run.status, active.progress) if active else None,
             }
         )
-    return sorted(rows, key=lambda r: str(r["config"]["name"]).lower())
+    return sorted(rows, key=lambda r: r["document"].name.lower())
 
 
 def _dashboard(ctx: CtxDep) -> dict[str, Any]:
     with ctx.db.session() as session:
         stats = stats_service.compute(session)
-        rows = config_rows(session, stats["lastRunPerConfig"])
+        rows = config_rows(session, stats.last_run_per_config)
     return {"stats": stats, "rows": rows}
 
 

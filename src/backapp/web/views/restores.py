@@ -6,12 +6,13 @@ import logging
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from backapp.db import Config
 from backapp.domain.config import BackupConfig
 from backapp.errors import ConfigError, ConflictError, IntegrityError
 from backapp.services import configs as config_service
@@ -36,7 +37,7 @@ PathQuery = Annotated[str, Query(max_length=4096)]
 class Stored:
     """A configuration and one of its stored backups, as the pages need them."""
 
-    config: dict[str, Any]
+    config: Config
     document: BackupConfig
     slug: str
     backup_id: str
@@ -44,17 +45,16 @@ class Stored:
     @property
     def url(self) -> str:
         """Return the URL these pages share for the backup."""
-        return BASE.format(config_id=self.config["id"], backup_id=quote(self.backup_id, safe=""))
+        return BASE.format(config_id=self.config.id, backup_id=quote(self.backup_id, safe=""))
 
 
 def load_stored(ctx: AppContext, config_id: str, backup_id: str) -> Stored:
     """Given ids, return the config and the backup's full id. Raise (Backup)NotFoundError."""
     with ctx.db.session() as session:
         config = config_service.get(session, config_id)
-        doc = config_service.to_json(config)
         document, slug = config_service.document_of(config), config.slug
     resolved = ctx.repository(document, slug).resolve(backup_id)
-    return Stored(doc, document, slug, resolved)
+    return Stored(config, document, slug, resolved)
 
 
 def start_path(sources: list[str]) -> str:
@@ -81,8 +81,8 @@ def browse(
 ) -> Response:
     """Show one folder of a backup, read from its manifest (no archive is downloaded)."""
     stored = load_stored(ctx, config_id, backup_id)
-    listing = restores.browse(ctx, stored.document, stored.slug, stored.backup_id, path)
-    entries = listing["entries"]
+    folder = restores.browse(ctx, stored.document, stored.slug, stored.backup_id, path)
+    entries = folder.entries
     return render(
         request,
         "browse.html",
@@ -90,9 +90,9 @@ def browse(
         config=stored.config,
         backup_id=stored.backup_id,
         base=stored.url,
-        path=listing["path"],
-        crumbs=_crumbs(listing["path"]),
-        parent=listing["path"].rpartition("/")[0],
+        path=folder.path,
+        crumbs=_crumbs(folder.path),
+        parent=folder.path.rpartition("/")[0],
         entries=entries[:MAX_ENTRIES],
         hidden=max(0, len(entries) - MAX_ENTRIES),
     )
@@ -209,7 +209,8 @@ def restore(
     except ConflictError as exc:
         notice = f"{exc.message}. Wait for it to finish (or cancel it), then restore again."
         return _form_page(request, ctx, posted.user, stored, form, notice=notice)
-    return redirect(request, f"/backups/logs/{run_id}", f"Restore into {plan.target} queued.")
+    where = plan.target or ("the original locations" if plan.in_place else "a new folder")
+    return redirect(request, f"/backups/logs/{run_id}", f"Restore into {where} queued.")
 
 
 @router.post("/backups/{config_id}/backups/{backup_id}/verify")

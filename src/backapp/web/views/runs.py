@@ -54,7 +54,7 @@ def logs(
             kind=kind or None,
             limit=limit,
         )
-        runs = run_service.many_to_json(session, found)
+        runs = run_service.views(session, found)
         configs = sorted(
             ((c.id, c.name) for c in config_service.list_all(session)), key=lambda c: c[1].lower()
         )
@@ -77,11 +77,12 @@ def _run_page_data(ctx: AppContext, run_id: str) -> dict[str, Any]:
         # while it waits and runs, before its result has the details.
         asked = dict(row.request or {})
         asked["paths"] = [pattern_path(str(p)) for p in asked.get("include") or []]
-        run = run_service.one_to_json(session, row)
+        view = run_service.view(session, row)
     return {
-        "run": run,
+        "view": view,
+        "run": row,
         "asked": asked,
-        "progress": progress_view(run["status"], run["progress"]),
+        "progress": progress_view(row.status, view.progress),
     }
 
 

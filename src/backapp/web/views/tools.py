@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from datetime import datetime
 from functools import cache
-from typing import Annotated, Any
+from typing import Annotated
 from zoneinfo import available_timezones
 
 from fastapi import APIRouter, Query, Request, Response
@@ -15,6 +15,7 @@ from backapp.domain.schedule import Schedule, check_cron, check_timezone
 from backapp.errors import ConfigError
 from backapp.services import destinations
 from backapp.services.context import AppContext
+from backapp.services.destinations import DestinationCheck
 from backapp.web.forms import ConfigForm, field_for, label_for, parse_destination
 from backapp.web.rendering import render
 from backapp.web.routing import WebRoute
@@ -63,13 +64,13 @@ def schedule_preview(
     )
 
 
-def check_destination(ctx: AppContext, form: ConfigForm) -> dict[str, Any]:
-    """Given the form, test its destination; return {ok, message}."""
+def check_destination(ctx: AppContext, form: ConfigForm) -> DestinationCheck:
+    """Given the form, test its destination; return whether it works, and why not."""
     try:
         destination = parse_destination(form.destination_document())
     except ConfigError as exc:
         problems = [f"{label_for(field_for(p))}: {m}" for p, m in exc.problems]
-        return {"ok": False, "message": "Fix the destination first: " + "; ".join(problems)}
+        return DestinationCheck(False, "Fix the destination first: " + "; ".join(problems), "")
     return destinations.test_destination(ctx, destination)
 
 
