@@ -8,7 +8,7 @@ from typing import Any
 
 from backapp.db import Config, Run, Session, utcnow
 from backapp.db.repositories import runs as repo
-from backapp.errors import ConflictError, NotFoundError
+from backapp.errors import ConflictError, DuplicateRunError, NotFoundError
 from backapp.services import configs as config_service
 
 TERMINAL = ("completed", "failed", "cancelled", "skipped")
@@ -92,7 +92,7 @@ def enqueue(
     )
     try:
         repo.add(session, run)
-    except repo.DuplicateRunError as exc:
+    except DuplicateRunError as exc:
         active = repo.active_for(session, config.id, kind)
         if active is not None:
             raise ConflictError(
@@ -122,7 +122,7 @@ def record_skipped(
     )
     try:
         repo.add(session, run)
-    except repo.DuplicateRunError:
+    except DuplicateRunError:
         return None  # another scheduler recorded this fire already
     return run
 
