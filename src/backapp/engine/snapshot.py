@@ -74,7 +74,6 @@ class Snapshot:
         self._complete = False
         self._targets: dict[str, Entry] | None = None
         self._links: dict[str, list[str]] = {}
-        self.entry_count = 0
 
     def __enter__(self) -> Snapshot:
         return self
@@ -157,7 +156,6 @@ class Snapshot:
         trailer = reader.read_trailer()
         self._trailers[self.backup_id] = trailer
         self._links = rules.links
-        self.entry_count = reader.lines
         self.problems.extend(problems)
         if trailer.entries != reader.lines:
             self.problems.append(
@@ -235,9 +233,3 @@ class Snapshot:
                 reader = ManifestReader(spool, f"manifest of backup {info.backup_id}")
                 trailer = self._trailers[info.backup_id] = reader.skip_to_trailer()
         return ArchiveReader(self.repo, info, trailer, self.master)
-
-
-def open_snapshot(repo: Repository, backup: str, master: MasterKey | None) -> Snapshot:
-    """Given a repository, 'latest' or a backup id, and the key, return the open Snapshot.
-    Raise BackupNotFoundError and what Snapshot raises."""
-    return Snapshot(repo, repo.resolve(backup), master)

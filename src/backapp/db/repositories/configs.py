@@ -16,11 +16,6 @@ def list_configs(session: Session) -> list[Config]:
     return list(session.scalars(select(Config).order_by(Config.name, Config.created_at)))
 
 
-def list_enabled(session: Session) -> list[Config]:
-    """Return the enabled configs."""
-    return list(session.scalars(select(Config).where(Config.enabled.is_(True))))
-
-
 def get(session: Session, config_id: str, *, for_update: bool = False) -> Config | None:
     """Given an id, return the config (locked for update if asked) or None."""
     if not storable(config_id):
