@@ -19,41 +19,19 @@ from backapp.domain.config import error_path
 from backapp.errors import (
     AuthenticationError,
     BackappError,
-    BackupNotFoundError,
     ConfigError,
-    ConflictError,
-    DatabaseError,
-    EncryptionKeyError,
-    IntegrityError,
-    NotFoundError,
     PermissionDeniedError,
-    StorageError,
     TooManyAttemptsError,
+    http_status,
 )
 
 logger = logging.getLogger(__name__)
 
-_STATUS: list[tuple[type[BackappError], int]] = [
-    (ConfigError, 422),
-    (EncryptionKeyError, 422),
-    (NotFoundError, 404),
-    (BackupNotFoundError, 404),
-    (ConflictError, 409),
-    (TooManyAttemptsError, 429),
-    (AuthenticationError, 401),
-    (PermissionDeniedError, 403),
-    (StorageError, 502),
-    (DatabaseError, 503),
-    (IntegrityError, 502),
-]
-
 
 def status_for(exc: BackappError) -> int:
-    """Given a BackappError, return its HTTP status."""
-    for cls, status in _STATUS:
-        if isinstance(exc, cls):
-            return status
-    return 400
+    """Given a BackappError, return its HTTP status (the table in errors.py, shared with
+    the pages)."""
+    return http_status(exc)
 
 
 def error_body(message: str, problems: list[tuple[str, str]] | None = None) -> dict[str, Any]:

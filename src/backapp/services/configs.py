@@ -74,7 +74,7 @@ def identity_of_file(
         if newest is not None and newest.config_name != document.name:
             raise ConfigError(
                 f"folder '{slug}' of the destination holds the backups of another config "
-                f"('{newest.config_name}'); add \"slug\": \"{slug}\" to the file to back up "
+                f'(\'{newest.config_name}\'); add "slug": "{slug}" to the file to back up '
                 "into it anyway, or give this config another name",
                 [("slug", "the folder of another config")],
             )
@@ -87,8 +87,8 @@ def identity_of_file(
         )
         raise ConfigError(
             f"this config has no folder '{slug}' in the destination, but backups of the same "
-            f"sources are in {where}: it was renamed? Add \"slug\": \"{same[0]}\" to the "
-            f"file to go on with those backups, or \"slug\": \"{slug}\" to start anew",
+            f'sources are in {where}: it was renamed? Add "slug": "{same[0]}" to the '
+            f'file to go on with those backups, or "slug": "{slug}" to start anew',
             [("slug", "missing: the config's backups are in another folder")],
         )
     return StoredConfig(file.config_id, slug, document)
