@@ -3,6 +3,9 @@ authentication hands its reads over to the route, and neither takes SQLite's wri
 
 from __future__ import annotations
 
+import asyncio
+import weakref
+
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -19,12 +22,26 @@ class RequestTransactions:
     def __init__(self, app: ASGIApp, ctx: AppContext) -> None:
         self.app = app
         self.ctx = ctx
+        # Requests wait here, in the event loop, for one of the database's request slots:
+        # never in a worker thread, which the requests holding them need to finish. One
+        # semaphore per loop (a server has one; test clients start one each).
+        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
+        self._slots = weakref.WeakKeyDictionary()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in READ_ONLY_METHODS:
             await self.app(scope, receive, send)
             return
-        with self.ctx.db.request(read_only=True) as transaction:
+        loop = asyncio.get_running_loop()
+        slots = self._slots.get(loop)
+        if slots is None:
+            slots = self._slots[loop] = asyncio.Semaphore(self.ctx.db.request_slots)
+        await slots.acquire()
+
+        def release() -> None:  # called from a worker thread, when the transaction ends
+            loop.call_soon_threadsafe(slots.release)
+
+        with self.ctx.db.request(read_only=True, release=release) as transaction:
             try:
                 await self.app(scope, receive, send)
             except BaseException:

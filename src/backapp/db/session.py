@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -108,13 +108,19 @@ def _short(exc: OperationalError | InterfaceError) -> str:
 class RequestTransaction:
     """The one transaction of a request: begun by its first ``session()`` block, kept open
     by a block that hands it over (authentication) and ended when the next block ends, or
-    with the request if no block comes."""
+    with the request if no block comes. Only the request's first transaction is handed
+    over; when it ends, ``release`` is called (the request's slot, see ``request_slots``).
+    """
 
-    def __init__(self, db: Database, read_only: bool) -> None:
+    def __init__(
+        self, db: Database, read_only: bool, release: Callable[[], None] | None = None
+    ) -> None:
         self.db = db
         self.read_only = read_only
         self.session: Session | None = None
         self.depth = 0
+        self.first = True  # no transaction of this request has ended yet
+        self._release = release
 
     @property
     def open(self) -> bool:
@@ -124,15 +130,21 @@ class RequestTransaction:
     def end(self, *, commit: bool = True) -> None:
         """End the open transaction, if any: commit it, or roll it back."""
         session, self.session, self.depth = self.session, None, 0
-        if session is None:
-            return
         try:
-            if commit:
-                session.commit()
-            else:
-                session.rollback()
+            if session is None:
+                return
+            try:
+                if commit:
+                    session.commit()
+                else:
+                    session.rollback()
+            finally:
+                session.close()
         finally:
-            session.close()
+            if self.first:
+                self.first = False
+                if self._release is not None:
+                    self._release()
 
 
 _request: ContextVar[RequestTransaction | None] = ContextVar("backapp_request", default=None)
@@ -150,6 +162,11 @@ class Database:
             # BEGIN READ ONLY: a write slipped into a read-only request fails loudly.
             reader = reader.execution_options(postgresql_readonly=True)
         self.readers = sessionmaker(reader, expire_on_commit=False)
+        # A handed-over transaction holds its connection while the request waits for a
+        # worker thread: with fewer such requests at a time than the pool has connections,
+        # waiting for a connection (in a thread) can never wait on them forever.
+        pool_size = getattr(self.engine.pool, "size", None)
+        self.request_slots = max(1, pool_size() - 1) if callable(pool_size) else 1
 
     @property
     def description(self) -> str:
@@ -206,17 +223,20 @@ class Database:
             scope.end(commit=False)
             raise
         scope.depth -= 1
-        if scope.depth == 0 and not hand_over:
+        if scope.depth == 0 and not (hand_over and scope.first):
             scope.end(commit=True)
 
     @contextmanager
-    def request(self, *, read_only: bool) -> Iterator[RequestTransaction]:
+    def request(
+        self, *, read_only: bool, release: Callable[[], None] | None = None
+    ) -> Iterator[RequestTransaction]:
         """Yield the transaction that the ``session()`` blocks run while inside share (in
         this thread, and in the threads it hands work to with its context), a reader if
-        ``read_only``. One still open on the way out is ended here (committed, or rolled
-        back on error); async callers end it first, in a worker thread.
+        ``read_only``; ``release`` is called once its first transaction has ended. One
+        still open on the way out is ended here (committed, or rolled back on error);
+        async callers end it first, in a worker thread.
         """
-        scope = RequestTransaction(self, read_only)
+        scope = RequestTransaction(self, read_only, release)
         token = _request.set(scope)
         try:
             yield scope
