@@ -155,3 +155,52 @@ def _fresh_token_claims(monkeypatch: pytest.MonkeyPatch) -> None:
     from backapp.services import users
 
     monkeypatch.setattr(users, "_claims", {}, raising=False)
+
+
+def test_many_more_readers_than_connections_and_threads_never_deadlock(api: Api) -> None:
+    # Each GET holds a connection from authentication to its route; with two worker threads
+    # and more clients than the pool has connections, requests that waited for a
+    # connection inside a thread would starve the ones holding them of threads.
+    import http.client
+
+    import anyio.to_thread
+    import uvicorn
+
+    from tests.conftest import free_port
+
+    async def two_threads(scope: Any, receive: Any, send: Any) -> None:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 2
+        await api.app(scope, receive, send)
+
+    port = free_port()
+    config = uvicorn.Config(two_threads, host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    serving = threading.Thread(target=server.run, daemon=True)
+    serving.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    failures: list[str] = []
+    answered: list[int] = []
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        for url in READS:
+            conn.request("GET", url, headers={"Authorization": f"Bearer {api.token}"})
+            reply = conn.getresponse()
+            reply.read()
+            (answered if reply.status == 200 else failures).append(reply.status)
+        conn.close()
+
+    clients = [threading.Thread(target=client) for _ in range(48)]
+    try:
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join(timeout=90)
+        assert not any(t.is_alive() for t in clients), "requests hung"
+    finally:
+        server.should_exit = True
+        serving.join(timeout=30)
+    assert not failures and len(answered) == 48 * len(READS)
