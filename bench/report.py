@@ -68,6 +68,8 @@ def render(results: Results, header: dict[str, Any]) -> str:
     if reasons:
         lines += ["", "### Why the missed targets are missed", ""]
         lines += reasons
+    lines += ["", "## API under load", ""]
+    lines += _api(results)
     lines += ["", "## Scaling (corpus ×1 vs ×4)", ""]
     lines += _scaling(results)
     lines += ["", "## Million-file manifest", ""]
@@ -208,6 +210,49 @@ def _scaling(results: Results) -> list[str]:
             f"{_mib(results.facts.get('scale_corpus_bytes'))} MiB vs "
             f"{_mib(results.facts.get('corpus_bytes'))} MiB.",
         ]
+    return out
+
+
+API_METHOD = """\
+Each client keeps one request in flight over a kept-alive connection (closed loop): GET
+`/api/backups/configs`, `/api/backups/logs?limit=20`, `/api/backups/stats`, `/api/alerts`
+and the running backup's `/api/backups/logs/{id}` in turn, with a bearer token from
+`backapp token create`, against `backapp serve` (web, API, scheduler and worker in one
+process) while a backup of 64 MiB runs at an upload limit that makes it outlast the load
+(it writes its progress every second). The first 3 s are a warm-up, not counted. Errors are
+anything but a 200. Server CPU is the serve process's; other load is what the rest of the
+machine used meanwhile (PostgreSQL itself included)."""
+
+
+def _api(results: Results) -> list[str]:
+    loads = results.facts.get("api_load", {})
+    if not loads:
+        return ["Not run (`--no-api`)."]
+    out = [
+        API_METHOD,
+        "",
+        "| Scenario | Requests | Errors | Requests/s | p50 ms | p90 ms | p99 ms | Max ms "
+        "| Server CPU s | Other load cores | Notes |",
+        "|" + "---|" * 11,
+    ]
+    for load in loads.values():
+        if "error" in load:
+            cells = [load["label"], *["–"] * 9, f"**error**: {load['error']}"]
+        else:
+            cells = [
+                load["label"],
+                f"{load['requests']:,}",
+                str(load["errors"]),
+                f"{load['rps']:.0f}",
+                f"{load['p50']:.0f}",
+                f"{load['p90']:.0f}",
+                f"{load['p99']:.0f}",
+                f"{load['max']:.0f}",
+                f"{load['server_cpu']:.1f}",
+                f"{load['other_load']:.1f}",
+                "; ".join(load.get("error_samples", [])),
+            ]
+        out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return out
 
 

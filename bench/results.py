@@ -16,6 +16,7 @@ _MIN_STORED_FOR_RATIO = 2**20
 NOISY_CORES = 0.15  # outside load that makes a row's wall time suspect
 RETRY_LOAD = 0.3  # outside load that makes a repeatable row worth a second attempt
 RETRY_BUDGET = 150.0  # seconds of second attempts per run
+API_P99_LIMIT_MS = 300.0
 
 
 class NotAvailableError(Exception):
@@ -181,12 +182,35 @@ def evaluate_targets(results: Results) -> list[Target]:
             continue  # the reference's own restores are checked too, shown in the table
         label = results.rows[key].label if key in results.rows else key
         targets.append(Target(f"{label}: restored tree equals the source", check[0], check[1]))
+    targets += _api_targets(results)
     growth = results.facts.get("scaling_rss_growth")
     text = f"Scaling ×1 → ×4: peak RSS growth < {SCALING_RSS_GROWTH_LIMIT:.0%}"
     if growth is None:
         targets.append(Target(text, None, results.facts.get("scaling_note", "not run")))
     else:
         targets.append(Target(text, growth < SCALING_RSS_GROWTH_LIMIT, f"{growth:+.1%}"))
+    return targets
+
+
+def _api_targets(results: Results) -> list[Target]:
+    targets = []
+    for load in results.facts.get("api_load", {}).values():
+        label = load["label"]
+        errors_text = f"{label}: zero errors"
+        p99_text = f"{label}: p99 ≤ {API_P99_LIMIT_MS:g} ms"
+        if "error" in load:
+            why = f"not judged ({load['error']})"
+            targets += [Target(errors_text, None, why), Target(p99_text, None, why)]
+            continue
+        noise = load.get("other_load", 0.0)
+        warning = f" ⚠ other processes used ~{noise:.1f} cores meanwhile" if noise >= 0.5 else ""
+        samples = "; ".join(load.get("error_samples", []))
+        errors = f"{load['errors']} of {load['requests']:,} requests" + (
+            f" ({samples})" if samples else ""
+        )
+        targets.append(Target(errors_text, load["errors"] == 0, errors))
+        p99 = load["p99"]
+        targets.append(Target(p99_text, p99 <= API_P99_LIMIT_MS, f"{p99:.0f} ms{warning}"))
     return targets
 
 

@@ -3,6 +3,7 @@
     .venv/bin/python bench/run.py                 # 1 GiB corpus, ×4 scaling (~10 min)
     .venv/bin/python bench/run.py --quick         # 256 MiB corpus, 1 GiB scaling
     .venv/bin/python bench/run.py --million       # also the 1,000,000-file scenario
+    .venv/bin/python bench/apiload.py --seconds 20  # only the API under load (one database)
 
 `make bench BENCH_QUICK=1` is --quick; BENCH_ARGS="..." passes more options.
 """
@@ -21,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from apirows import api_rows
 from corpus import tool_version
 from report import render
 from results import Results
@@ -53,6 +55,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--no-s3", dest="s3", action="store_false", help="skip the S3 rows")
     ap.add_argument("--no-scaling", dest="scaling", action="store_false", help="skip ×4")
+    ap.add_argument("--no-api", dest="api", action="store_false", help="skip the API load")
+    ap.add_argument(
+        "--api-seconds", type=float, help="seconds of API load per database (60, quick 15)"
+    )
     ap.add_argument("--budget", type=float, default=900.0, help="seconds for the whole run")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per command")
     ap.add_argument("--work", type=Path, default=BENCH / "work", help="scratch folder")
@@ -61,6 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     args.size = args.size or ("256M" if args.quick else "1G")
     args.scale_size = args.scale_size or ("1G" if args.quick else "4G")
+    args.api_seconds = args.api_seconds or (15.0 if args.quick else 60.0)
     return args
 
 
@@ -79,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         s3=args.s3,
         scaling=args.scaling,
         million=args.million,
+        api_seconds=args.api_seconds if args.api else 0.0,
     )
     results = Results()
     sc = Scenarios(settings, results)
@@ -105,6 +113,8 @@ def run_phases(sc: Scenarios, results: Results, settings: Settings) -> None:
     ]
     if settings.s3:
         phases.append(("s3", sc.s3_rows))
+    if settings.api_seconds:
+        phases.append(("api", lambda: api_rows(sc, settings.api_seconds)))
     if settings.scaling:
         phases.append(("scaling", lambda: _within_budget(sc, "scaling", _scaling_cost(sc))))
     if settings.million:

@@ -39,6 +39,7 @@ class Settings:
     s3: bool = True
     scaling: bool = True
     million: int = 0
+    api_seconds: float = 0.0  # API load per database; 0 skips it
 
 
 class Scenarios:
