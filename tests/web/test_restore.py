@@ -323,4 +323,8 @@ def test_config_page_previews_what_retention_will_delete_and_why(
     expect(rows.nth(1).locator("[data-field=retention]")).to_contain_text("goes next run")
     expect(rows.nth(1).locator("[data-field=retention]")).to_contain_text("older than 7 days")
     expect(rows.nth(0).locator("[data-field=retention]")).to_contain_text("newest backup")
+    # Where its backups are, and how to run it from the command line.
+    folder = page.get_by_test_id("config-folder")
+    expect(folder).to_contain_text("folder kept")
+    expect(folder).to_contain_text(f"backapp backup run --config {config_id}")
     shoot(page, "config-retention-preview")
