@@ -3,7 +3,8 @@
     .venv/bin/python bench/run.py                 # 1 GiB corpus, ×4 scaling (~10 min)
     .venv/bin/python bench/run.py --quick         # 256 MiB corpus, 1 GiB scaling
     .venv/bin/python bench/run.py --million       # also the 1,000,000-file scenario
-    .venv/bin/python bench/apiload.py --seconds 20  # only the API under load (one database)
+    .venv/bin/python bench/run.py --only api      # only the listed phases (here the API load)
+    .venv/bin/python bench/apiload.py --seconds 20  # one API load, printed (one database)
 
 `make bench BENCH_QUICK=1` is --quick; BENCH_ARGS="..." passes more options.
 """
@@ -56,6 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--no-s3", dest="s3", action="store_false", help="skip the S3 rows")
     ap.add_argument("--no-scaling", dest="scaling", action="store_false", help="skip ×4")
     ap.add_argument("--no-api", dest="api", action="store_false", help="skip the API load")
+    ap.add_argument("--only", help="run only these phases (comma-separated, e.g. api)")
     ap.add_argument(
         "--api-seconds", type=float, help="seconds of API load per database (60, quick 15)"
     )
@@ -91,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     results = Results()
     sc = Scenarios(settings, results)
     print(f"bench: corpus {args.size}, scaling {args.scale_size}, work {settings.work}", flush=True)
+    only = set(args.only.split(",")) if args.only else None
     try:
-        run_phases(sc, results, settings)
+        run_phases(sc, results, settings, only)
     except KeyboardInterrupt:
         results.facts.setdefault("notes", []).append("Interrupted: the results are partial.")
     finally:
@@ -102,8 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_phases(sc: Scenarios, results: Results, settings: Settings) -> None:
-    """Given the scenarios, run each phase; a failing phase is noted and the next one runs."""
+def run_phases(
+    sc: Scenarios, results: Results, settings: Settings, only: set[str] | None = None
+) -> None:
+    """Given the scenarios, run each phase (or those in ``only``); a failing phase is noted
+    and the next one runs."""
     phases: list[tuple[str, Callable[[], None]]] = [
         ("prepare", sc.prepare),
         ("references", sc.references),
@@ -120,6 +126,8 @@ def run_phases(sc: Scenarios, results: Results, settings: Settings) -> None:
     if settings.million:
         phases.append(("million", lambda: million_rows(sc, settings.million)))
     for name, fn in phases:
+        if only is not None and name not in only:
+            continue
         results.facts.setdefault("phase_started", {})[name] = results.elapsed()
         print(f"[{results.elapsed():6.0f}s] phase {name}", flush=True)
         try:
