@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from backapp.db.models import ApiToken, User, WebSession
@@ -39,23 +39,28 @@ def token_by_hash(session: Session, token_hash: str) -> ApiToken | None:
     return session.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash))
 
 
+# Every request runs one of these: built once, so only their parameter changes.
+_TOKEN_AND_USER = (
+    select(ApiToken, User)
+    .join(User, User.id == ApiToken.user_id)
+    .where(ApiToken.token_hash == bindparam("token_hash"))
+)
+_SESSION_AND_USER = (
+    select(WebSession, User)
+    .join(User, User.id == WebSession.user_id)
+    .where(WebSession.token_hash == bindparam("token_hash"))
+)
+
+
 def token_and_user(session: Session, token_hash: str) -> tuple[ApiToken, User] | None:
     """Given a token hash, return the token row and its user in one query, or None."""
-    row = session.execute(
-        select(ApiToken, User)
-        .join(User, User.id == ApiToken.user_id)
-        .where(ApiToken.token_hash == token_hash)
-    ).first()
+    row = session.execute(_TOKEN_AND_USER, {"token_hash": token_hash}).first()
     return (row[0], row[1]) if row is not None else None
 
 
 def session_and_user(session: Session, token_hash: str) -> tuple[WebSession, User] | None:
     """Given a session cookie hash, return the session row and its user in one query."""
-    row = session.execute(
-        select(WebSession, User)
-        .join(User, User.id == WebSession.user_id)
-        .where(WebSession.token_hash == token_hash)
-    ).first()
+    row = session.execute(_SESSION_AND_USER, {"token_hash": token_hash}).first()
     return (row[0], row[1]) if row is not None else None
 
 
