@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from backapp.errors import DatabaseError
+from backapp.errors import ConfigError, DatabaseError
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +41,15 @@ def make_engine(url: str) -> Engine:
     url = normalise_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if not parsed.database or parsed.database == ":memory:":
+            # Each connection would see a database of its own: the web threads, the worker
+            # and the scheduler would not meet. Say so instead of failing oddly later.
+            raise ConfigError(
+                "DATABASE_URL: an in-memory SQLite database is not shared between BackApp's "
+                "threads and processes: give a file, e.g. sqlite:///./data/backapp.db",
+                [("DATABASE_URL", "an in-memory database is not shared")],
+            )
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             url,
             connect_args={"timeout": 30, "check_same_thread": False},
