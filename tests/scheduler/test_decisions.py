@@ -9,7 +9,7 @@ from pathlib import Path
 
 from backapp.db import utcnow
 from backapp.db.repositories import runs as run_repo
-from backapp.domain.config import slugify
+from backapp.domain.config import RetentionPolicy, slugify
 from backapp.domain.retention import StoredBackup, plan_retention
 from backapp.engine.backup import run_backup
 from backapp.engine.layout import Repository
@@ -125,11 +125,12 @@ def test_retention_keeps_the_newest_and_what_kept_incrementals_need() -> None:
         StoredBackup("04-full", now - 35 * day),
         StoredBackup("05-incr", now - 5 * day, ("04-full",)),
     ]
-    plan = plan_retention(backups, 30, now)
+    plan = plan_retention(backups, RetentionPolicy(keep_within_days=30), now)
     assert plan.delete == ["03-incr", "02-full", "01-full"]  # an incremental before its base
     assert set(plan.keep) == {"04-full", "05-incr"}
     assert "needed by kept backup 05-incr" in plan.reasons["04-full"]
-    only_old = plan_retention([StoredBackup("x", now - 90 * day)], 30, now)
+    within = RetentionPolicy(keep_within_days=30)
+    only_old = plan_retention([StoredBackup("x", now - 90 * day)], within, now)
     assert only_old.delete == [] and only_old.keep == ["x"]  # never the newest one
     assert plan_retention(backups, None, now).delete == []
 

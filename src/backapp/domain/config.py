@@ -219,8 +219,29 @@ class ScheduleSpec(_Model):
         return value
 
 
+class RetentionPolicy(_Model):
+    """Which backups retention keeps, as restic's ``forget --keep-*`` counts them: a backup
+    is kept if any rule keeps it. Periods are counted in the schedule's timezone."""
+
+    keep_last: int | None = Field(None, ge=1, description="the N newest backups")
+    keep_hourly: int | None = Field(None, ge=1, description="the newest of each of N hours")
+    keep_daily: int | None = Field(None, ge=1, description="the newest of each of N days")
+    keep_weekly: int | None = Field(None, ge=1, description="the newest of each of N ISO weeks")
+    keep_monthly: int | None = Field(None, ge=1, description="the newest of each of N months")
+    keep_yearly: int | None = Field(None, ge=1, description="the newest of each of N years")
+    keep_within_days: int | None = Field(
+        None, ge=1, description="every backup completed within N days of now"
+    )
+
+    @property
+    def empty(self) -> bool:
+        """Whether no rule is set (retention then keeps everything)."""
+        return all(v is None for v in self.model_dump().values())
+
+
 class Options(_Model):
-    """How to back up."""
+    """How to back up. ``retentionDays`` (the specification's) means
+    ``retention.keepWithinDays``; giving both with different numbers is refused."""
 
     type: Literal["full", "incremental"] = "full"
     compression: bool = True
@@ -234,11 +255,33 @@ class Options(_Model):
     )
     full_every: int = Field(7, ge=1, description="every Nth backup of a chain is full")
     verify_schedule: str | None = None
+    retention: RetentionPolicy | None = Field(
+        None, description="keep-N retention (extension); retentionDays is keepWithinDays"
+    )
 
     @field_validator("verify_schedule")
     @classmethod
     def _verify(cls, value: str | None) -> str | None:
         return None if value is None or value == "" else str(_wrap(check_cron, value))
+
+    @model_validator(mode="after")
+    def _one_within(self) -> Options:
+        within = self.retention.keep_within_days if self.retention else None
+        if None not in (within, self.retention_days) and within != self.retention_days:
+            raise ValueError(
+                f"retentionDays ({self.retention_days}) and retention.keepWithinDays "
+                f"({within}) disagree: they are the same rule, give one (or the same number)"
+            )
+        return self
+
+    @property
+    def retention_policy(self) -> RetentionPolicy | None:
+        """The retention rules in force (``retentionDays`` as keepWithinDays), or None if
+        there are none (everything is kept)."""
+        policy = self.retention or RetentionPolicy()
+        if self.retention_days is not None:
+            policy = policy.model_copy(update={"keep_within_days": self.retention_days})
+        return None if policy.empty else policy
 
 
 class BackupConfig(_Model):

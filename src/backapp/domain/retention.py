@@ -1,14 +1,23 @@
 """Retention: which backups to delete, as a pure decision over what exists.
 
-Rules: a backup older than ``retentionDays`` goes, except the newest completed
-backup (always kept) and any backup a kept backup still needs (an incremental's
+Rules are restic's ``forget --keep-*``: walking the backups newest first, ``keepLast N``
+keeps the N newest; ``keepHourly/Daily/Weekly/Monthly/Yearly N`` keep the newest backup
+of each of the last N distinct hours/days/ISO weeks/months/years that have one (counted
+in the config's timezone); ``keepWithinDays N`` keeps every backup completed within N
+days of now (restic counts from the newest backup; BackApp keeps the specification's
+``retentionDays`` meaning). A backup is kept if any rule keeps it; the newest completed
+backup is always kept, and so is any backup a kept backup still needs (an incremental's
 chain goes only when its last member expires).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from backapp.domain.config import RetentionPolicy
 
 
 @dataclass(frozen=True)
@@ -29,26 +38,81 @@ class RetentionPlan:
     reasons: dict[str, str] = field(default_factory=dict)
 
 
+# The period rules: (policy field, name in reasons, the period of a local time, as shown).
+_PERIODS: tuple[tuple[str, str, Callable[[datetime], str]], ...] = (
+    ("keep_hourly", "hourly", lambda t: f"{t:%Y-%m-%d %H}:00"),
+    ("keep_daily", "daily", lambda t: f"{t:%Y-%m-%d}"),
+    ("keep_weekly", "weekly", lambda t: "{}-W{:02d}".format(*t.isocalendar()[:2])),
+    ("keep_monthly", "monthly", lambda t: f"{t:%Y-%m}"),
+    ("keep_yearly", "yearly", lambda t: f"{t:%Y}"),
+)
+
+
+def describe_policy(policy: RetentionPolicy) -> str:
+    """Given a retention policy, return its rules in words, e.g. "last 3, daily 7"."""
+    words = [f"last {policy.keep_last}"] if policy.keep_last else []
+    words += [f"{name} {getattr(policy, f)}" for f, name, _ in _PERIODS if getattr(policy, f)]
+    if policy.keep_within_days:
+        words.append(f"within {policy.keep_within_days} days")
+    return ", ".join(words) or "none"
+
+
+def _rule_reasons(
+    newest_first: list[StoredBackup], policy: RetentionPolicy, now: datetime, tz: ZoneInfo
+) -> dict[str, list[str]]:
+    """Given the backups newest first, return the rules that keep each backup kept by one."""
+    kept: dict[str, list[str]] = {}
+    remaining = {f: getattr(policy, f) or 0 for f, _, _ in _PERIODS}
+    last_period: dict[str, str | None] = dict.fromkeys(remaining)
+    for index, b in enumerate(newest_first):
+        why: list[str] = []
+        if policy.keep_last and index < policy.keep_last:
+            why.append(f"last #{index + 1}")
+        local = b.completed_at.astimezone(tz)
+        for name_field, name, period_of in _PERIODS:
+            if remaining[name_field] <= 0:
+                continue
+            period = period_of(local)
+            if period != last_period[name_field]:  # the newest backup of a new period
+                last_period[name_field] = period
+                count = (getattr(policy, name_field) or 0) - remaining[name_field] + 1
+                remaining[name_field] -= 1
+                why.append(f"{name} #{count} ({period})")
+        if policy.keep_within_days and b.completed_at >= now - timedelta(
+            days=policy.keep_within_days
+        ):
+            why.append(f"within {policy.keep_within_days} days")
+        if why:
+            kept[b.backup_id] = why
+    return kept
+
+
 def plan_retention(
-    backups: list[StoredBackup], retention_days: int | None, now: datetime
+    backups: list[StoredBackup],
+    policy: RetentionPolicy | None,
+    now: datetime,
+    timezone: str = "UTC",
 ) -> RetentionPlan:
-    """Given the stored backups, the retention in days and now, return the plan."""
+    """Given the stored backups, the retention policy (None: keep everything), now and the
+    timezone periods are counted in, return the plan."""
     plan = RetentionPlan()
     if not backups:
         return plan
     by_id = {b.backup_id: b for b in backups}
-    if retention_days is None:
+    if policy is None or policy.empty:
         plan.keep = sorted(by_id)
         plan.reasons = {b: "no retention configured" for b in by_id}
         return plan
-    cutoff = now - timedelta(days=retention_days)
-    newest = max(backups, key=lambda b: (b.completed_at, b.backup_id))
-    keep: dict[str, str] = {}
-    for b in backups:
-        if b.backup_id == newest.backup_id:
-            keep[b.backup_id] = "newest backup (always kept)"
-        elif b.completed_at >= cutoff:
-            keep[b.backup_id] = f"within {retention_days} days"
+    tz = ZoneInfo(timezone)
+    newest_first = sorted(backups, key=lambda b: (b.completed_at, b.backup_id), reverse=True)
+    keep = {
+        b: "kept by " + "; ".join(why)
+        for b, why in _rule_reasons(newest_first, policy, now, tz).items()
+    }
+    newest = newest_first[0].backup_id
+    keep[newest] = "newest backup (always kept)" + (
+        f"; {keep[newest].removeprefix('kept by ')}" if newest in keep else ""
+    )
     # Whatever a kept backup needs is kept too, transitively.
     pending = list(keep)
     while pending:
@@ -57,12 +121,16 @@ def plan_retention(
             if dep in by_id and dep not in keep:
                 keep[dep] = f"expired, but needed by kept backup {needed_by}"
                 pending.append(dep)
+    only_within = describe_policy(policy) == f"within {policy.keep_within_days} days"
     for b in sorted(backups, key=lambda b: b.backup_id, reverse=True):
         if b.backup_id in keep:
             continue
         plan.delete.append(b.backup_id)
+        when = f"completed {b.completed_at.astimezone(tz):%Y-%m-%d %H:%M} {timezone}"
         plan.reasons[b.backup_id] = (
-            f"older than {retention_days} days (completed {b.completed_at:%Y-%m-%d %H:%M} UTC)"
+            f"older than {policy.keep_within_days} days ({when})"
+            if only_within
+            else f"kept by no rule ({describe_policy(policy)}; {when})"
         )
     plan.keep = sorted(keep)
     plan.reasons.update(keep)

@@ -9,7 +9,7 @@ from typing import Any
 
 from backapp.db import Session, utcnow
 from backapp.db.repositories import runs as run_repo
-from backapp.domain.config import BackupConfig
+from backapp.domain.config import BackupConfig, RetentionPolicy
 from backapp.domain.retention import RetentionPlan, StoredBackup, plan_retention
 from backapp.engine.layout import BackupInfo, ListedBackup, Repository
 from backapp.engine.lock import RepoLock
@@ -46,7 +46,9 @@ def plan_over(
     listed = repo.scan()
     infos = [b.info for b in listed if b.info is not None]
     damaged = [b for b in listed if b.info is None]
-    plan = plan_retention(_stored(infos), config.options.retention_days, now or utcnow())
+    plan = plan_retention(
+        _stored(infos), config.options.retention_policy, now or utcnow(), config.schedule.timezone
+    )
     return plan, infos, damaged
 
 
@@ -65,7 +67,9 @@ class RetentionDecision:
 class RetentionPreview:
     """What retention would do now (a dry run): each list newest first."""
 
-    retention_days: int | None
+    retention_days: int | None  # the policy's keepWithinDays (the specification's name)
+    policy: RetentionPolicy | None  # the rules in force (None: everything is kept)
+    timezone: str  # what the periods of the policy are counted in
     delete: list[RetentionDecision]  # in the order retention deletes them
     keep: list[RetentionDecision]
     damaged: list[RetentionDecision]  # never deleted by retention: a person should look
@@ -85,8 +89,11 @@ def preview(ctx: AppContext, config: BackupConfig, slug: str) -> RetentionPrevie
     def decision(backup_id: str, delete: bool) -> RetentionDecision:
         return RetentionDecision(backup_id, by_id[backup_id], None, delete, plan.reasons[backup_id])
 
+    policy = config.options.retention_policy
     return RetentionPreview(
-        retention_days=config.options.retention_days,
+        retention_days=policy.keep_within_days if policy else None,
+        policy=policy,
+        timezone=config.schedule.timezone,
         delete=[decision(b, True) for b in plan.delete],
         keep=[decision(b, False) for b in sorted(plan.keep, reverse=True)],
         damaged=[
@@ -116,7 +123,7 @@ def delete_expired(repo: Repository, config: BackupConfig) -> dict[str, Any]:
     return what was deleted (``{}`` without a retention setting). Scheduled runs and CLI
     runs alike. Failures to delete are reported, never raised: the backup succeeded.
     """
-    if config.options.retention_days is None:
+    if config.options.retention_policy is None:
         return {}
     deleted: list[dict[str, str]] = []
     errors: list[str] = []
