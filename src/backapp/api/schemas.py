@@ -23,7 +23,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from backapp.db import Alert, Config
-from backapp.domain.config import Destination, Options, ScheduleSpec, Source
+from backapp.domain.config import Destination, Options, RetentionPolicy, ScheduleSpec, Source
+from backapp.domain.runs import RunKind, RunStatus
 from backapp.engine.layout import BackupInfo, ListedBackup
 from backapp.services import configs as config_service
 from backapp.services.destinations import DestinationCheck
@@ -32,9 +33,6 @@ from backapp.services.retention import RetentionDecision, RetentionPreview
 from backapp.services.runs import RunView
 from backapp.services.stats import Stats
 from backapp.services.users import Identity
-
-RunStatus = Literal["queued", "running", "completed", "failed", "cancelled", "skipped"]
-RunKind = Literal["backup", "restore", "verify"]
 
 
 def _iso(moment: datetime) -> str:
@@ -330,7 +328,11 @@ def _retained(decision: RetentionDecision) -> RetainedBackupOut:
 class RetentionPreviewOut(_Out):
     """What retention would delete now and what it keeps, and why (a dry run)."""
 
-    retention_days: int | None
+    retention_days: int | None = Field(description="The policy's keepWithinDays")
+    policy: RetentionPolicy | None = Field(
+        description="The rules in force (retentionDays as keepWithinDays); null keeps everything"
+    )
+    timezone: str = Field(description="The schedule's timezone, which the periods are counted in")
     delete: list[RetainedBackupOut] = Field(description="Newest first, as retention deletes")
     keep: list[RetainedBackupOut]
     damaged: list[UnreadableBackupOut]
@@ -340,6 +342,8 @@ class RetentionPreviewOut(_Out):
         """Given a retention preview, return its body."""
         return cls(
             retention_days=preview.retention_days,
+            policy=preview.policy,
+            timezone=preview.timezone,
             delete=[_retained(d) for d in preview.delete],
             keep=[_retained(d) for d in preview.keep],
             damaged=[

@@ -8,10 +8,11 @@ from typing import Any
 
 from backapp.db import Config, Run, Session, utcnow
 from backapp.db.repositories import runs as repo
+from backapp.domain import runs as run_states
 from backapp.errors import ConflictError, DuplicateRunError, NotFoundError
 from backapp.services import configs as config_service
 
-TERMINAL = ("completed", "failed", "cancelled", "skipped")
+TERMINAL = run_states.TERMINAL
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from markupsafe import Markup, escape
 
+from backapp.domain.runs import ACTIVE
+
 _UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
 
 
@@ -106,7 +108,7 @@ def progress_view(status: str, progress: dict[str, Any] | None) -> dict[str, Any
     elif total > 0:
         percent = min(100.0, done * 100.0 / total)
     else:
-        percent = None if status in ("queued", "running") else 0.0
+        percent = None if status in ACTIVE else 0.0
     files_total = int(p.get("filesTotal") or 0)
     about = "≈ " if counting else ""
     eta = p.get("etaSeconds")

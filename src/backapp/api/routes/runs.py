@@ -8,7 +8,8 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from backapp.api.deps import CtxDep, OperatorDep, UserDep
-from backapp.api.schemas import ERROR_RESPONSES, RunKind, RunOut, RunStatus
+from backapp.api.schemas import ERROR_RESPONSES, RunOut
+from backapp.domain.runs import RunKind, RunStatus
 from backapp.services import configs as config_service
 from backapp.services import runs as run_service
 

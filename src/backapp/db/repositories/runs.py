@@ -12,9 +12,10 @@ from sqlalchemy.orm import Session
 
 from backapp.db.models import Run
 from backapp.db.repositories import storable
+from backapp.domain import runs as run_states
 from backapp.errors import DuplicateRunError
 
-ACTIVE = ("queued", "running")
+ACTIVE = run_states.ACTIVE
 
 
 @dataclass(frozen=True)

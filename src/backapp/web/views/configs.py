@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from backapp.db import Config
+from backapp.domain.runs import ACTIVE
 from backapp.errors import BackappError, ConfigError, ConflictError
 from backapp.services import configs as config_service
 from backapp.services import retention
@@ -162,9 +163,9 @@ def config_detail(request: Request, ctx: CtxDep, user: PageUser, config_id: str)
             session, run_service.list_runs(session, config_id=config_id, limit=20)
         )
     upcoming, _ = fire_times(document.schedule.cron_expression, document.schedule.timezone)
-    active = next((v for v in runs if v.run.status in ("queued", "running")), None)
+    active = next((v for v in runs if v.run.status in ACTIVE), None)
     # A restore or verification in progress does not stop a backup from being queued.
-    backing_up = any(v.run.status in ("queued", "running") and v.run.kind == "backup" for v in runs)
+    backing_up = any(v.run.status in ACTIVE and v.run.kind == "backup" for v in runs)
     return render(
         request,
         "config_detail.html",

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from backapp.db import Session
+from backapp.domain.runs import ACTIVE
 from backapp.services import configs as config_service
 from backapp.services import stats as stats_service
 from backapp.services.runs import RunView
@@ -16,8 +17,6 @@ from backapp.web.routing import WebRoute
 from backapp.web.security import CtxDep, PageUser
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
-
-ACTIVE = ("queued", "running")
 
 
 def config_rows(session: Session, last_runs: dict[str, RunView]) -> list[dict[str, Any]]:

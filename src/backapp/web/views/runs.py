@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from backapp.domain.patterns import pattern_path
+from backapp.domain.runs import RUN_STATUSES, RunKind, RunStatus
 from backapp.errors import ConflictError, NotFoundError
 from backapp.services import configs as config_service
 from backapp.services import runs as run_service
@@ -24,10 +25,10 @@ from backapp.web.security import CtxDep, OperatorPost, PageUser
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 
-STATUSES = ("queued", "running", "completed", "failed", "cancelled", "skipped")
-Status = Literal["", "queued", "running", "completed", "failed", "cancelled", "skipped"]
+STATUSES = RUN_STATUSES
+Status = Literal["", RunStatus]
 KINDS = (("backup", "Backups"), ("restore", "Restores"), ("verify", "Verifications"))
-Kind = Literal["", "backup", "restore", "verify"]
+Kind = Literal["", RunKind]
 # How often the event stream looks at the run row (the worker writes it at most once a second),
 # and how long one stream lives before the browser reconnects (so a server can stop quickly).
 POLL_SECONDS = 0.5
