@@ -27,6 +27,7 @@ the API and the pages share; exit codes are the CLI's own).
     ├── NotFoundError               no config, run, alert or user with that id
     ├── ConflictError               the request conflicts with the current state
     │   ├── RepositoryLockedError       another run holds the lock of a config's backups
+    │   ├── BackupRequiredError         a backup to forget is still needed by a kept one
     │   └── DuplicateRunError           the database refused a run (one is active, or fired)
     ├── AuthenticationError         no valid credentials
     │   ├── TooManyAttemptsError        too many failed logins: wait ``retry_after`` seconds
@@ -185,6 +186,10 @@ class XattrReadError(SourceError):
 
 class XattrUnsupportedError(XattrReadError):
     """The filesystem has no extended attributes."""
+
+
+class BackupRequiredError(ConflictError):
+    """A backup cannot be forgotten: a backup that stays still requires it (its chain)."""
 
 
 class DuplicateRunError(ConflictError):

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from backapp import __version__
-from backapp.cli import engine_cmds, server_cmds
+from backapp.cli import engine_cmds, forget_cmd, server_cmds
 
 app = typer.Typer(
     name="backapp",
@@ -23,6 +23,7 @@ app.add_typer(engine_cmds.backups_app, name="backups")
 app.command("restore")(engine_cmds.restore)
 app.command("verify")(engine_cmds.verify)
 app.command("decrypt")(engine_cmds.decrypt)
+app.command("forget")(forget_cmd.forget)
 app.command("serve")(server_cmds.serve)
 app.command("web")(server_cmds.web)
 app.command("scheduler")(server_cmds.scheduler)

@@ -24,6 +24,7 @@ from backapp.engine.progress import Progress as EngineProgress
 from backapp.errors import (
     BackappError,
     BackupNotFoundError,
+    BackupRequiredError,
     ConfigError,
     EncryptionKeyError,
     TargetNotEmptyError,
@@ -40,6 +41,7 @@ _BAD_INPUT = (
     EncryptionKeyError,
     WrongKeyError,
     BackupNotFoundError,
+    BackupRequiredError,
     TargetNotEmptyError,
 )
 

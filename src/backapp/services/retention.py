@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,7 +14,7 @@ from backapp.domain.config import BackupConfig, RetentionPolicy
 from backapp.domain.retention import RetentionPlan, StoredBackup, plan_retention
 from backapp.engine.layout import BackupInfo, ListedBackup, Repository
 from backapp.engine.lock import RepoLock
-from backapp.errors import BackappError
+from backapp.errors import BackappError, BackupRequiredError
 from backapp.services.context import AppContext
 
 logger = logging.getLogger(__name__)
@@ -83,7 +84,12 @@ class RetentionPreview:
 def preview(ctx: AppContext, config: BackupConfig, slug: str) -> RetentionPreview:
     """Given a config, return what retention would delete and keep, and why (a dry run).
     Raise StorageError."""
-    plan, infos, damaged = plan_for(ctx, config, slug)
+    return preview_over(ctx.repository(config, slug), config)
+
+
+def preview_over(repo: Repository, config: BackupConfig) -> RetentionPreview:
+    """Given a config's repository, return what ``preview`` returns. Raise StorageError."""
+    plan, infos, damaged = plan_over(repo, config)
     by_id = {i.backup_id: i for i in infos}
 
     def decision(backup_id: str, delete: bool) -> RetentionDecision:
@@ -146,6 +152,49 @@ def delete_expired(repo: Repository, config: BackupConfig) -> dict[str, Any]:
     if errors:
         result["errors"] = errors
     return {"retention": result}
+
+
+def forget_backup(repo: Repository, ref: str, *, dry_run: bool = False) -> str:
+    """Given a config's repository and a backup id (or unique prefix), delete that one backup
+    under the config's lock (``dry_run``: only check that it could go); return its id. Raise
+    BackupNotFoundError, BackupRequiredError (a backup that stays requires it: its chain),
+    RepositoryLockedError, StorageError."""
+    with contextlib.nullcontext() if dry_run else RepoLock(repo, "forget"):
+        backup_id = repo.resolve(ref)
+        needing = sorted(
+            b.backup_id
+            for b in _stored([b.info for b in repo.scan() if b.info is not None])
+            if backup_id in b.requires
+        )
+        if needing:
+            raise BackupRequiredError(
+                f"backup {backup_id} is not forgotten: {', '.join(needing)} still "
+                f"require{'s' if len(needing) == 1 else ''} it (forget "
+                f"{'that' if len(needing) == 1 else 'those'} first)"
+            )
+        if not dry_run:
+            repo.delete(backup_id)
+            logger.info("forgot backup %s of %s", backup_id, repo.location)
+    return backup_id
+
+
+def forget_recorded(
+    ctx: AppContext,
+    session_factory: Any,
+    config_id: str,
+    config: BackupConfig,
+    slug: str,
+    ref: str,
+    *,
+    dry_run: bool = False,
+) -> str:
+    """Given a stored config and a backup id, do what ``forget_backup`` does and mark the
+    backup's run deleted. Raise what ``forget_backup`` raises."""
+    backup_id = forget_backup(ctx.repository(config, slug), ref, dry_run=dry_run)
+    if not dry_run:
+        with session_factory() as session:
+            _mark_deleted(session, config_id, [backup_id])
+    return backup_id
 
 
 def _mark_deleted(session: Session, config_id: str, backup_ids: list[str]) -> None:

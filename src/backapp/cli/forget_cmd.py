@@ -1,0 +1,139 @@
+"""``backapp forget``: apply a config's retention policy now, or forget one backup."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from backapp.cli.engine_cmds import (
+    ConfigFile,
+    ConfigRef,
+    JsonFlag,
+    _interrupted,
+    choose_config,
+    repository_for,
+)
+from backapp.cli.output import EXIT_FAILED, fail, out_console
+from backapp.cli.signals import interruptible
+from backapp.domain.retention import describe_policy
+from backapp.errors import BackappError, CancelledError
+from backapp.services import retention
+from backapp.services.retention import RetentionPreview
+from backapp.settings import Settings
+
+
+def forget(
+    config_file: ConfigFile = None,
+    config_ref: ConfigRef = None,
+    backup: Annotated[
+        str | None,
+        typer.Option(
+            "--backup",
+            "-b",
+            help="Forget this one backup (id or unique prefix); refused while a backup that "
+            "stays requires it.",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", "-n", help="Only say what would go, and why the rest stays."),
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Apply a config's retention policy now (options.retention, retentionDays), as a run
+    does after its backup; or, with --backup, forget one backup."""
+    try:
+        settings = Settings()
+        with interruptible() as cancel:
+            chosen = choose_config(config_file, config_ref, settings, cancel)
+            config, slug, config_id = chosen.document, chosen.identity.slug, chosen.identity.id
+            repo = repository_for(chosen.identity, settings, cancel)
+            if backup is not None:
+                if chosen.ctx is not None and config_id is not None:
+                    forgotten = retention.forget_recorded(
+                        chosen.ctx, chosen.ctx.db.session, config_id, config, slug, backup,
+                        dry_run=dry_run,
+                    )  # fmt: skip
+                else:
+                    forgotten = retention.forget_backup(repo, backup, dry_run=dry_run)
+                _print_forgotten(forgotten, dry_run=dry_run, as_json=as_json)
+                return
+            if dry_run or config.options.retention_policy is None:
+                preview = retention.preview_over(repo, config)
+                _print_preview(config.name, preview, dry_run=dry_run, as_json=as_json)
+                return
+            if chosen.ctx is not None and config_id is not None:
+                outcome = retention.apply(
+                    chosen.ctx, chosen.ctx.db.session, config_id, config, slug
+                )
+            else:
+                outcome = retention.delete_expired(repo, config)
+    except CancelledError as exc:
+        _interrupted(exc, as_json)
+    except BackappError as exc:
+        fail(exc, as_json=as_json)
+    _print_applied(outcome["retention"], as_json)
+
+
+def _print_forgotten(backup_id: str, *, dry_run: bool, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"dryRun": dry_run, "forgotten": backup_id}))
+    elif dry_run:
+        out_console.print(f"Backup {backup_id} would be forgotten (no backup requires it).")
+    else:
+        out_console.print(f"[bold green]Forgot backup {backup_id}[/]")
+
+
+def _print_preview(name: str, preview: RetentionPreview, *, dry_run: bool, as_json: bool) -> None:
+    def rows(decisions: list[Any]) -> list[dict[str, str]]:
+        return [{"backupId": d.backup_id, "reason": d.reason} for d in decisions]
+
+    policy = preview.policy
+    if as_json:
+        body = {
+            "dryRun": dry_run,  # without rules nothing is done either way
+            "policy": policy.model_dump(mode="json", by_alias=True) if policy else None,
+            "timezone": preview.timezone,
+            "delete": rows(preview.delete),
+            "keep": rows(preview.keep),
+            "damaged": rows(preview.damaged),
+        }
+        print(json.dumps(body))
+        return
+    if policy is None:
+        out_console.print(
+            f"{name} has no retention rules (options.retention or retentionDays): "
+            "nothing is forgotten."
+        )
+        return
+    out_console.print(
+        f"Retention of {name} ({describe_policy(policy)}; periods in {preview.timezone}): "
+        f"{len(preview.delete)} backup(s) would be deleted, "
+        f"{len(preview.keep) + len(preview.damaged)} kept"
+    )
+    for d in preview.delete:
+        out_console.print(f"  delete  {d.backup_id}  {d.reason}", soft_wrap=True)
+    for d in [*preview.keep, *preview.damaged]:
+        out_console.print(f"  keep    {d.backup_id}  {d.reason}", soft_wrap=True)
+
+
+def _print_applied(outcome: dict[str, Any], as_json: bool) -> None:
+    failed = "error" in outcome or bool(outcome.get("errors"))
+    if as_json:
+        print(json.dumps({"dryRun": False, **outcome}))
+    else:
+        if "error" in outcome:
+            out_console.print(f"[bold red]{outcome['error']}[/]", soft_wrap=True)
+        else:
+            out_console.print(
+                f"{len(outcome['deleted'])} expired backup(s) deleted, {outcome['kept']} kept"
+            )
+        for item in outcome["deleted"]:
+            out_console.print(f"  deleted {item['backupId']}: {item['reason']}", soft_wrap=True)
+        for problem in outcome.get("errors", []):
+            out_console.print(f"  [yellow]not deleted:[/] {problem}", soft_wrap=True)
+    if failed:
+        raise typer.Exit(EXIT_FAILED)
