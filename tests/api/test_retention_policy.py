@@ -151,3 +151,21 @@ def test_forget_one_backup_is_refused_while_a_kept_incremental_requires_it(
     then = _cli(tmp_path, database_url, "forget", "--config", config["id"], "--backup", full)
     assert then.returncode == 0, then.stderr
     assert not (dest / config["slug"] / full).exists()
+
+
+def test_a_scheduled_run_applies_the_keep_rules_after_its_backup(
+    api: Api, worker: object, source: Path, dest: Path
+) -> None:
+    config = api.create_config(
+        config_doc([source], local_destination(dest), retention={"keepLast": 2})
+    )
+    ids = _backups(config, dest, COMPLETED[:3])
+
+    run = api.wait_for_run(api.execute(config["id"])["id"])
+
+    assert run["status"] == "completed", run
+    retention = run["details"]["retention"]
+    assert [d["backupId"] for d in retention["deleted"]] == [ids[1], ids[0]]
+    assert retention["deleted"][0]["reason"].startswith("kept by no rule (last 2; completed")
+    left = sorted(p.name for p in (dest / config["slug"]).iterdir() if p.name != "locks")
+    assert left == sorted([ids[2], run["backupId"]])
