@@ -40,6 +40,17 @@ class SourceRow:
         return not (self.path.strip() or self.include.strip() or self.exclude.strip())
 
 
+# The keep-N rules of options.retention the form edits: (form field, key, label). Its
+# keepWithinDays is the "Retention (days)" field (options.retentionDays, the same rule).
+KEEP_FIELDS = (
+    ("options-keep-last", "keepLast", "Keep last"),
+    ("options-keep-hourly", "keepHourly", "Keep hourly"),
+    ("options-keep-daily", "keepDaily", "Keep daily"),
+    ("options-keep-weekly", "keepWeekly", "Keep weekly"),
+    ("options-keep-monthly", "keepMonthly", "Keep monthly"),
+    ("options-keep-yearly", "keepYearly", "Keep yearly"),
+)
+
 # Flat field name -> document path, for every field outside the source rows.
 FIELD_PATHS = {
     "name": "name",
@@ -63,6 +74,8 @@ FIELD_PATHS = {
     "options-download": "options.downloadBandwidth",
     "options-full-every": "options.fullEvery",
     "options-verify": "options.verifySchedule",
+    **{name: f"options.retention.{key}" for name, key, _ in KEEP_FIELDS},
+    "options-keep-within": "options.retention.keepWithinDays",  # shown at retentionDays
 }
 _PATH_FIELDS = {path: name for name, path in FIELD_PATHS.items()}
 _SOURCE_PATH = re.compile(r"^sources\[(\d+)\](?:\.(\w+))?")
@@ -89,6 +102,7 @@ LABELS = {
     "options-download": "Download limit",
     "options-full-every": "Full backup every",
     "options-verify": "Verify schedule",
+    **{name: label for name, _, label in KEEP_FIELDS},
 }
 _SOURCE_LABELS = {"path": "path", "include": "include patterns", "exclude": "exclude patterns"}
 
@@ -147,11 +161,16 @@ class ConfigForm:
     algorithm: str = "gzip"
     encryption: bool = False
     retention: str = ""
+    keep: dict[str, str] = field(default_factory=dict)  # by key of KEEP_FIELDS, as typed
     bandwidth: str = ""
     download: str = ""
     full_every: str = "7"
     verify: str = ""
     version: str = ""
+
+    def keep_rows(self) -> list[tuple[str, str, str]]:
+        """Return the keep-N fields as the page shows them: (field name, label, value)."""
+        return [(name, label, self.keep.get(key, "")) for name, key, label in KEEP_FIELDS]
 
     # -- from a posted form, or from a stored document -----------------------------
 
@@ -186,6 +205,7 @@ class ConfigForm:
             algorithm=_text(form, "options-algorithm", "gzip"),
             encryption=form.get("options-encryption") is not None,
             retention=_text(form, "options-retention"),
+            keep={key: _text(form, name) for name, key, _ in KEEP_FIELDS},
             bandwidth=_text(form, "options-bandwidth"),
             download=_text(form, "options-download"),
             full_every=_text(form, "options-full-every"),
@@ -204,6 +224,8 @@ class ConfigForm:
             value = options.get(key)
             return default if value is None else str(value)
 
+        rules = options.get("retention") or {}
+        within = options.get("retentionDays", rules.get("keepWithinDays"))
         defaults = cls()
         return cls(
             name=str(document.get("name", "")),
@@ -231,7 +253,10 @@ class ConfigForm:
             level=opt("compressionLevel", "6"),
             algorithm=opt("compressionAlgorithm", "gzip"),
             encryption=bool(options.get("encryption", False)),
-            retention=opt("retentionDays"),
+            retention="" if within is None else str(within),
+            keep={
+                key: "" if rules.get(key) is None else str(rules[key]) for _, key, _ in KEEP_FIELDS
+            },
             bandwidth=opt("bandwidth"),
             download=opt("downloadBandwidth"),
             full_every=opt("fullEvery", "7"),
@@ -312,6 +337,13 @@ class ConfigForm:
             number = whole(name, value, optional=optional)
             if number is not None:
                 options[key] = number
+        keep = {}
+        for name, key, _ in KEEP_FIELDS:
+            number = whole(name, self.keep.get(key, ""), optional=True)
+            if number is not None:
+                keep[key] = number
+        if keep:
+            options["retention"] = keep
         if self.verify.strip():
             options["verifySchedule"] = self.verify.strip()
         document: dict[str, Any] = {
