@@ -154,7 +154,7 @@ def test_forget_one_backup_is_refused_while_a_kept_incremental_requires_it(
 
 
 def test_a_scheduled_run_applies_the_keep_rules_after_its_backup(
-    api: Api, worker: object, source: Path, dest: Path
+    api: Api, worker: object, database_url: str, tmp_path: Path, source: Path, dest: Path
 ) -> None:
     config = api.create_config(
         config_doc([source], local_destination(dest), retention={"keepLast": 2})
@@ -169,3 +169,7 @@ def test_a_scheduled_run_applies_the_keep_rules_after_its_backup(
     assert retention["deleted"][0]["reason"].startswith("kept by no rule (last 2; completed")
     left = sorted(p.name for p in (dest / config["slug"]).iterdir() if p.name != "locks")
     assert left == sorted([ids[2], run["backupId"]])
+    # Forgetting the run's backup by hand marks the run, as retention does.
+    forgot = _cli(tmp_path, database_url, "forget", "--config", config["id"], "-b", run["backupId"])
+    assert forgot.returncode == 0, forgot.stderr
+    assert api.run(run["id"])["backupDeleted"] is True

@@ -51,12 +51,12 @@ def forget(
             chosen = choose_config(config_file, config_ref, settings, cancel)
             config, slug, config_id = chosen.document, chosen.identity.slug, chosen.identity.id
             repo = repository_for(chosen.identity, settings, cancel)
+            ctx = chosen.ctx  # a config the server knows: its runs are marked too
             if backup is not None:
-                if chosen.ctx is not None and config_id is not None:
+                if ctx is not None and config_id is not None:
                     forgotten = retention.forget_recorded(
-                        chosen.ctx, chosen.ctx.db.session, config_id, config, slug, backup,
-                        dry_run=dry_run,
-                    )  # fmt: skip
+                        ctx, ctx.db.session, config_id, config, slug, backup, dry_run=dry_run
+                    )
                 else:
                     forgotten = retention.forget_backup(repo, backup, dry_run=dry_run)
                 _print_forgotten(forgotten, dry_run=dry_run, as_json=as_json)
@@ -65,10 +65,8 @@ def forget(
                 preview = retention.preview_over(repo, config)
                 _print_preview(config.name, preview, dry_run=dry_run, as_json=as_json)
                 return
-            if chosen.ctx is not None and config_id is not None:
-                outcome = retention.apply(
-                    chosen.ctx, chosen.ctx.db.session, config_id, config, slug
-                )
+            if ctx is not None and config_id is not None:
+                outcome = retention.apply(ctx, ctx.db.session, config_id, config, slug)
             else:
                 outcome = retention.delete_expired(repo, config)
     except CancelledError as exc:
