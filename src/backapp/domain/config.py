@@ -2,9 +2,10 @@
 
 JSON is camelCase exactly as the specification writes it. Extensions:
 ``destination.type`` ("s3" or "local"; a local destination has ``path``),
-``options.compressionAlgorithm``, ``options.fullEvery``, ``options.verifySchedule``
-and ``options.downloadBandwidth`` (KB/s for restores and verifications; ``bandwidth``
-limits backup uploads only).
+``options.compressionAlgorithm``, ``options.fullEvery``, ``options.verifySchedule``,
+``options.downloadBandwidth`` (KB/s for restores and verifications; ``bandwidth``
+limits backup uploads only) and ``options.retention`` (restic's keep-N rules;
+``retentionDays`` is its ``keepWithinDays``).
 """
 
 from __future__ import annotations
