@@ -62,26 +62,23 @@ def _rule_reasons(
 ) -> dict[str, list[str]]:
     """Given the backups newest first, return the rules that keep each backup kept by one."""
     kept: dict[str, list[str]] = {}
-    remaining = {f: getattr(policy, f) or 0 for f, _, _ in _PERIODS}
-    last_period: dict[str, str | None] = dict.fromkeys(remaining)
+    periods = [(getattr(policy, f), name, of) for f, name, of in _PERIODS if getattr(policy, f)]
+    seen: list[list[str]] = [[] for _ in periods]  # each rule's periods kept so far
+    within = policy.keep_within_days
+    cutoff = now - timedelta(days=within) if within else None
     for index, b in enumerate(newest_first):
         why: list[str] = []
         if policy.keep_last and index < policy.keep_last:
             why.append(f"last #{index + 1}")
         local = b.completed_at.astimezone(tz)
-        for name_field, name, period_of in _PERIODS:
-            if remaining[name_field] <= 0:
-                continue
+        for (limit, name, period_of), kept_periods in zip(periods, seen, strict=True):
             period = period_of(local)
-            if period != last_period[name_field]:  # the newest backup of a new period
-                last_period[name_field] = period
-                count = (getattr(policy, name_field) or 0) - remaining[name_field] + 1
-                remaining[name_field] -= 1
-                why.append(f"{name} #{count} ({period})")
-        if policy.keep_within_days and b.completed_at >= now - timedelta(
-            days=policy.keep_within_days
-        ):
-            why.append(f"within {policy.keep_within_days} days")
+            # Newest first, a backup of a period not seen yet is that period's newest.
+            if len(kept_periods) < limit and (not kept_periods or kept_periods[-1] != period):
+                kept_periods.append(period)
+                why.append(f"{name} #{len(kept_periods)} ({period})")
+        if cutoff is not None and b.completed_at >= cutoff:
+            why.append(f"within {within} days")
         if why:
             kept[b.backup_id] = why
     return kept
@@ -105,14 +102,10 @@ def plan_retention(
         return plan
     tz = ZoneInfo(timezone)
     newest_first = sorted(backups, key=lambda b: (b.completed_at, b.backup_id), reverse=True)
-    keep = {
-        b: "kept by " + "; ".join(why)
-        for b, why in _rule_reasons(newest_first, policy, now, tz).items()
-    }
+    whys = _rule_reasons(newest_first, policy, now, tz)
     newest = newest_first[0].backup_id
-    keep[newest] = "newest backup (always kept)" + (
-        f"; {keep[newest].removeprefix('kept by ')}" if newest in keep else ""
-    )
+    keep = {b: "kept by " + "; ".join(why) for b, why in whys.items() if b != newest}
+    keep[newest] = "; ".join(["newest backup (always kept)", *whys.get(newest, [])])
     # Whatever a kept backup needs is kept too, transitively.
     pending = list(keep)
     while pending:
