@@ -52,6 +52,7 @@ def test_config_page_names_the_keep_rule_of_each_backup(
     page.get_by_label("Keep daily").fill("2")
     save_config(page)
     page.goto(f"/backups/{config_id}")
+    expect(page.locator("[data-field=retention-rules]")).to_have_text("keep daily 2")
     rows = page.locator("tr[data-backup]")
     expect(rows).to_have_count(3)
     expect(rows.nth(0).locator("[data-field=retention]")).to_contain_text("newest backup")

@@ -17,7 +17,6 @@ from backapp.cli.engine_cmds import (
 )
 from backapp.cli.output import EXIT_FAILED, fail, out_console
 from backapp.cli.signals import interruptible
-from backapp.domain.retention import describe_policy
 from backapp.errors import BackappError, CancelledError
 from backapp.services import retention
 from backapp.services.retention import RetentionPreview
@@ -108,7 +107,7 @@ def _print_preview(name: str, preview: RetentionPreview, *, dry_run: bool, as_js
         )
         return
     out_console.print(
-        f"Retention of {name} ({describe_policy(policy)}; periods in {preview.timezone}): "
+        f"Retention of {name} ({policy.describe()}; periods in {preview.timezone}): "
         f"{len(preview.delete)} backup(s) would be deleted, "
         f"{len(preview.keep) + len(preview.damaged)} kept"
     )

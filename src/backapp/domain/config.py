@@ -239,6 +239,15 @@ class RetentionPolicy(_Model):
         """Whether no rule is set (retention then keeps everything)."""
         return all(v is None for v in self.model_dump().values())
 
+    def describe(self) -> str:
+        """Return the rules in words, e.g. "last 3, daily 7, within 30 days" ("none")."""
+        words = []
+        for key, value in self.model_dump().items():
+            rule = key.removeprefix("keep_")  # the name reasons use too ("daily #2")
+            if value is not None:
+                words.append(f"within {value} days" if rule == "within_days" else f"{rule} {value}")
+        return ", ".join(words) or "none"
+
 
 class Options(_Model):
     """How to back up. ``retentionDays`` (the specification's) means

@@ -38,23 +38,14 @@ class RetentionPlan:
     reasons: dict[str, str] = field(default_factory=dict)
 
 
-# The period rules: (policy field, name in reasons, the period of a local time, as shown).
-_PERIODS: tuple[tuple[str, str, Callable[[datetime], str]], ...] = (
-    ("keep_hourly", "hourly", lambda t: f"{t:%Y-%m-%d %H}:00"),
-    ("keep_daily", "daily", lambda t: f"{t:%Y-%m-%d}"),
-    ("keep_weekly", "weekly", lambda t: "{}-W{:02d}".format(*t.isocalendar()[:2])),
-    ("keep_monthly", "monthly", lambda t: f"{t:%Y-%m}"),
-    ("keep_yearly", "yearly", lambda t: f"{t:%Y}"),
-)
-
-
-def describe_policy(policy: RetentionPolicy) -> str:
-    """Given a retention policy, return its rules in words, e.g. "last 3, daily 7"."""
-    words = [f"last {policy.keep_last}"] if policy.keep_last else []
-    words += [f"{name} {getattr(policy, f)}" for f, name, _ in _PERIODS if getattr(policy, f)]
-    if policy.keep_within_days:
-        words.append(f"within {policy.keep_within_days} days")
-    return ", ".join(words) or "none"
+# The period rules: policy field -> the period of a local time, as reasons show it.
+_PERIODS: dict[str, Callable[[datetime], str]] = {
+    "keep_hourly": lambda t: f"{t:%Y-%m-%d %H}:00",
+    "keep_daily": lambda t: f"{t:%Y-%m-%d}",
+    "keep_weekly": lambda t: "{}-W{:02d}".format(*t.isocalendar()[:2]),
+    "keep_monthly": lambda t: f"{t:%Y-%m}",
+    "keep_yearly": lambda t: f"{t:%Y}",
+}
 
 
 def _rule_reasons(
@@ -62,7 +53,11 @@ def _rule_reasons(
 ) -> dict[str, list[str]]:
     """Given the backups newest first, return the rules that keep each backup kept by one."""
     kept: dict[str, list[str]] = {}
-    periods = [(getattr(policy, f), name, of) for f, name, of in _PERIODS if getattr(policy, f)]
+    periods = [
+        (getattr(policy, f), f.removeprefix("keep_"), of)
+        for f, of in _PERIODS.items()
+        if getattr(policy, f)
+    ]
     seen: list[list[str]] = [[] for _ in periods]  # each rule's periods kept so far
     within = policy.keep_within_days
     cutoff = now - timedelta(days=within) if within else None
@@ -114,7 +109,7 @@ def plan_retention(
             if dep in by_id and dep not in keep:
                 keep[dep] = f"expired, but needed by kept backup {needed_by}"
                 pending.append(dep)
-    only_within = describe_policy(policy) == f"within {policy.keep_within_days} days"
+    only_within = policy.describe() == f"within {policy.keep_within_days} days"
     for b in sorted(backups, key=lambda b: b.backup_id, reverse=True):
         if b.backup_id in keep:
             continue
@@ -123,7 +118,7 @@ def plan_retention(
         plan.reasons[b.backup_id] = (
             f"older than {policy.keep_within_days} days ({when})"
             if only_within
-            else f"kept by no rule ({describe_policy(policy)}; {when})"
+            else f"kept by no rule ({policy.describe()}; {when})"
         )
     plan.keep = sorted(keep)
     plan.reasons.update(keep)
