@@ -112,11 +112,6 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def is_sqlite(engine: Engine) -> bool:
-    """Given an engine, return whether it is SQLite."""
-    return engine.dialect.name == "sqlite"
-
-
 def upgrade(engine: Engine) -> None:
     """Given an engine, bring its schema to the newest migration. Raise DatabaseError."""
     cfg = AlembicConfig()
