@@ -7,12 +7,12 @@ from typing import Annotated, Any
 
 import typer
 
-from backapp.cli.engine_cmds import (
+from backapp.cli.chosen import (
     ConfigFile,
     ConfigRef,
     JsonFlag,
-    _interrupted,
     choose_config,
+    interrupted,
     repository_for,
 )
 from backapp.cli.output import EXIT_FAILED, fail, out_console
@@ -69,7 +69,7 @@ def forget(
             else:
                 outcome = retention.delete_expired(repo, config)
     except CancelledError as exc:
-        _interrupted(exc, as_json)
+        interrupted(exc, as_json)
     except BackappError as exc:
         fail(exc, as_json=as_json)
     _print_applied(outcome["retention"], as_json)
