@@ -121,14 +121,21 @@ def tokens_match(sent: str | None, expected: str | None) -> bool:
     return bool(sent and expected) and secrets.compare_digest(str(sent), str(expected))
 
 
-async def admin_post(request: Request, user: PageUser) -> Posted:
-    """Return the posted form of an admin. Raise PermissionDeniedError (wrong CSRF, viewer)."""
+async def _checked_form(request: Request, user: WebUser) -> FormData:
+    """Given a posted page request, return its form if it carries the user's CSRF token (a
+    form field, or the header htmx sends). Raise PermissionDeniedError."""
     form = await request.form(max_fields=MAX_FORM_FIELDS)
     sent = form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER)
     if not tokens_match(sent if isinstance(sent, str) else None, user.csrf_token):
         raise PermissionDeniedError(
             "the form's security token is missing or out of date: reload the page and try again"
         )
+    return form
+
+
+async def admin_post(request: Request, user: PageUser) -> Posted:
+    """Return the posted form of an admin. Raise PermissionDeniedError (wrong CSRF, viewer)."""
+    form = await _checked_form(request, user)
     admin_page(user)
     return Posted(user, form)
 
@@ -138,12 +145,7 @@ AdminPost = Annotated[Posted, Depends(admin_post)]
 
 async def operator_post(request: Request, user: PageUser) -> Posted:
     """Return the posted form of an operator or admin. Raise PermissionDeniedError."""
-    form = await request.form(max_fields=MAX_FORM_FIELDS)
-    sent = form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER)
-    if not tokens_match(sent if isinstance(sent, str) else None, user.csrf_token):
-        raise PermissionDeniedError(
-            "the form's security token is missing or out of date: reload the page and try again"
-        )
+    form = await _checked_form(request, user)
     operator_page(user)
     return Posted(user, form)
 
