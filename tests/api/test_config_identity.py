@@ -6,31 +6,16 @@ would silently fork a chain is refused with the slug to add."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from tests.api.conftest import Api, config_doc, local_destination
+from tests.helpers.cli import run_backapp
 
 
 def _cli(tmp_path: Path, database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("BACKUP_ENCRYPTION_KEY", "AWS_S3_ENDPOINT", "DATABASE_URL")
-    }
-    env["DATABASE_URL"] = database_url
-    return subprocess.run(
-        [sys.executable, "-m", "backapp", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=120,
-        check=False,
-    )
+    return run_backapp(tmp_path, *args, env={"DATABASE_URL": database_url})
 
 
 def _folders(dest: Path) -> dict[str, int]:

@@ -4,9 +4,7 @@ API, and ``backapp forget`` doing what the preview said (and nothing with --dry-
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ from backapp.domain.config import parse_config
 from backapp.engine.backup import run_backup
 from backapp.storage.local import LocalStorage
 from tests.api.conftest import Api, config_doc, local_destination
+from tests.helpers.cli import run_backapp
 
 # When each backup completed (UTC); the config counts days in Berlin (UTC+1 in November).
 COMPLETED = [
@@ -26,19 +25,7 @@ COMPLETED = [
 
 
 def _cli(tmp_path: Path, database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("BACKUP_ENCRYPTION_KEY", "AWS_S3_ENDPOINT")
-    }
-    env["DATABASE_URL"] = database_url
-    return subprocess.run(
-        [sys.executable, "-m", "backapp", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=120,
-        check=False,
-    )
+    return run_backapp(tmp_path, *args, env={"DATABASE_URL": database_url})
 
 
 def _backups(config: dict[str, Any], dest: Path, completed: list[str]) -> list[str]:

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from backapp.engine.restore import run_restore
 from backapp.engine.verify import run_verify
 from backapp.errors import WrongKeyError
 from backapp.storage.local import LocalStorage
+from tests.helpers.cli import run_backapp
 from tests.helpers.trees import restored_root, snapshot
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "format1"
@@ -113,18 +113,9 @@ def test_the_cli_lists_and_restores_format1_backups(store: Path, tmp_path: Path)
             }
         )
     )
-    env = {**os.environ, "BACKUP_ENCRYPTION_KEY": EXPECTED["key"]}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "backapp", *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=tmp_path,
-            timeout=120,
-            check=False,
-        )
+        return run_backapp(tmp_path, *args, env={"BACKUP_ENCRYPTION_KEY": EXPECTED["key"]})
 
     listed = cli("backups", "list", "-c", str(config), "--json")
     assert listed.returncode == 0, listed.stderr
