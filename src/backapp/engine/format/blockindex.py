@@ -1,0 +1,191 @@
+"""Which blocks a config folder holds, and where: index objects in storage, and a local
+lookup on disk so that a repository of millions of blocks needs little memory.
+
+    {prefix}/{config-slug}/index/{index-name}
+
+An index object is sealed (role ``index``, bound to its name) gzip'd JSON:
+``{"packs": {pack-name: [[id, offset, length, size, compression], …]}}``, one per
+backup run (written as its packs are finished, before its commit marker) and one per
+prune (which replaces those it covers). Readers take the union; a block listed twice
+is read from either place.
+
+``BlockIndex`` keeps the union in a SQLite file (a B-tree on disk with a 16 MiB page
+cache): about 120 bytes per block on disk and bounded memory whatever the size —
+1 TB in 1 MiB blocks is a ~120 MB file, not 1 GB of Python objects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import secrets
+import sqlite3
+import tempfile
+from collections.abc import Iterable, Iterator
+
+from backapp.engine.format.envelope import open_sealed, seal
+from backapp.engine.format.keys import FolderKeys
+from backapp.engine.format.packs import ALGORITHMS, BlockLocation, is_pack_name
+from backapp.errors import ArchiveError, IntegrityError
+from backapp.storage import Storage, join_key
+
+INDEX = "index"
+MAX_INDEX = 512 * 1024 * 1024
+
+
+def index_key(base: str, name: str) -> str:
+    """Given a config folder's key and an index name, return the index object's key."""
+    return join_key(base, INDEX, name)
+
+
+def write_index(
+    storage: Storage,
+    base: str,
+    keys: FolderKeys,
+    packs: dict[str, dict[str, BlockLocation]],
+    name: str | None = None,
+) -> str:
+    """Given packs and their tables, store an index object listing them; return its name.
+    Raise StorageError."""
+    name = name or secrets.token_hex(16)
+    doc = {
+        "packs": {
+            pack: [[i, loc.offset, loc.length, loc.size, loc.algorithm] for i, loc in table.items()]
+            for pack, table in packs.items()
+        }
+    }
+    payload = gzip.compress(json.dumps(doc, separators=(",", ":")).encode(), 6, mtime=0)
+    storage.put_bytes(index_key(base, name), seal(keys, "index", name, payload))
+    return name
+
+
+def index_names(storage: Storage, base: str) -> list[str]:
+    """Given a config folder, return the names of its index objects. Raise StorageError."""
+    prefix = join_key(base, INDEX) + "/"
+    names = []
+    for obj in storage.list(prefix):
+        name = obj.key[len(prefix) :]
+        if is_pack_name(name):
+            names.append(name)
+    return sorted(names)
+
+
+def read_index(
+    storage: Storage, base: str, keys: FolderKeys, name: str
+) -> Iterator[tuple[str, BlockLocation]]:
+    """Given an index object's name, yield (block id, location) for every block it lists.
+    Raise IntegrityError (damaged, moved, or another config's), StorageError."""
+    label = f"index {name}"
+    sealed = b"".join(storage.get(index_key(base, name), 0, MAX_INDEX))
+    payload = open_sealed(keys, "index", name, sealed, label)
+    try:
+        doc = json.loads(gzip.decompress(payload))
+        for pack, rows in doc["packs"].items():
+            if not is_pack_name(pack):
+                raise ValueError(f"bad pack name {pack[:40]!r}")
+            for block_id, offset, length, size, algorithm in rows:
+                if (
+                    not isinstance(block_id, str)
+                    or len(block_id) != 64
+                    or algorithm not in ALGORITHMS
+                    or not (offset >= 0 and length >= 0 and size >= 0)
+                ):
+                    raise ValueError(f"bad row for block {str(block_id)[:16]}")
+                yield block_id, BlockLocation(pack, offset, length, size, algorithm)
+    except (ValueError, KeyError, TypeError, OSError, EOFError) as exc:
+        raise ArchiveError(f"{label} is damaged ({exc})") from None
+
+
+class BlockIndex:
+    """Block id -> location, in a SQLite file of its own (deleted on close)."""
+
+    def __init__(self, directory: str | None = None) -> None:
+        fd, self.path = tempfile.mkstemp(prefix="backapp-blocks-", suffix=".db", dir=directory)
+        os.close(fd)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.executescript(
+            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16384;"
+            "CREATE TABLE blocks (id BLOB PRIMARY KEY, pack BLOB, offset INTEGER,"
+            " length INTEGER, size INTEGER, algorithm TEXT) WITHOUT ROWID;"
+        )
+        self._pending: list[tuple[bytes, bytes, int, int, int, str]] = []
+
+    def __enter__(self) -> BlockIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close and delete the file."""
+        self._db.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def add(self, block_id: str, loc: BlockLocation) -> None:
+        """Given a block and where it lies, record it (the first place recorded is kept)."""
+        self._pending.append(
+            (
+                bytes.fromhex(block_id),
+                bytes.fromhex(loc.pack),
+                loc.offset,
+                loc.length,
+                loc.size,
+                loc.algorithm,
+            )
+        )
+        if len(self._pending) >= 10_000:
+            self._write()
+
+    def add_all(self, rows: Iterable[tuple[str, BlockLocation]]) -> None:
+        """Given (block id, location) pairs, record them all."""
+        for block_id, loc in rows:
+            self.add(block_id, loc)
+        self._write()
+
+    def _write(self) -> None:
+        if self._pending:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR IGNORE INTO blocks VALUES (?,?,?,?,?,?)", self._pending)
+            self._db.execute("COMMIT")
+            self._pending.clear()
+
+    def get(self, block_id: str) -> BlockLocation | None:
+        """Given a block id, return where it lies (None: not known)."""
+        self._write()
+        row = self._db.execute(
+            "SELECT pack, offset, length, size, algorithm FROM blocks WHERE id = ?",
+            (bytes.fromhex(block_id),),
+        ).fetchone()
+        if row is None:
+            return None
+        return BlockLocation(row[0].hex(), row[1], row[2], row[3], row[4])
+
+    def __contains__(self, block_id: object) -> bool:
+        return isinstance(block_id, str) and self.get(block_id) is not None
+
+    def __len__(self) -> int:
+        self._write()
+        return int(self._db.execute("SELECT count(*) FROM blocks").fetchone()[0])
+
+    def packs(self) -> Iterator[tuple[str, int]]:
+        """Yield (pack name, blocks listed in it)."""
+        self._write()
+        for pack, count in self._db.execute("SELECT pack, count(*) FROM blocks GROUP BY pack"):
+            yield pack.hex(), count
+
+    def load(self, storage: Storage, base: str, keys: FolderKeys) -> list[tuple[str, str]]:
+        """Given a config folder, record every block its index objects list; return the
+        (index name, problem) of those that cannot be read (their blocks are then unknown:
+        stored again if needed, never trusted). Raise StorageError."""
+        problems = []
+        for name in index_names(storage, base):
+            try:
+                rows = list(read_index(storage, base, keys, name))  # all or nothing
+            except IntegrityError as exc:
+                problems.append((name, str(exc)))
+                continue
+            self.add_all(rows)
+        return problems
