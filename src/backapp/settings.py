@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 _FILE_SECRETS = {
     "backup_encryption_key": "BACKUP_ENCRYPTION_KEY",
     "admin_password": "BACKAPP_ADMIN_PASSWORD",
+    "metrics_token": "BACKAPP_METRICS_TOKEN",
 }
 
 
@@ -64,8 +65,15 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("BACKAPP_NOTIFY_URLS"),
         description="Apprise URLs (space or comma separated) told about every alert",
     )
+    metrics_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("BACKAPP_METRICS_TOKEN"),
+        description="bearer token that may read /metrics (besides users' sessions and tokens)",
+    )
 
-    @field_validator("backup_encryption_key", "aws_s3_endpoint", "admin_password", mode="before")
+    @field_validator(
+        "backup_encryption_key", "aws_s3_endpoint", "admin_password", "metrics_token", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # docker-compose passes unset variables as empty strings.
@@ -88,6 +96,43 @@ class Settings(BaseSettings):
             if path:
                 data[field] = Path(path).read_text(encoding="utf-8").strip()
         return data
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class LogSettings(BaseSettings):
+    """Given the environment, hold how a process logs: read apart from Settings, first, so
+    that a mistake in another setting is still logged the way that was asked."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        validation_alias=AliasChoices("BACKAPP_LOG_FORMAT"),
+        description="text (for people) or json (one object per line, for log collectors)",
+    )
+    log_level: str | None = Field(
+        None,
+        validation_alias=AliasChoices("BACKAPP_LOG_LEVEL"),
+        description="DEBUG, INFO, WARNING, ERROR (default: WARNING for commands, INFO for "
+        "the scheduler; -v is INFO)",
+    )
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _format(cls, value: Any) -> Any:
+        return value.strip().lower() or "text" if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, value: Any) -> Any:
+        if not isinstance(value, str) or not value.strip():
+            return None
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"not a log level: {value!r} (use {', '.join(LOG_LEVELS)})")
+        return level
 
 
 def parse_duration(text: str) -> float:
