@@ -23,6 +23,7 @@ the API and the pages share; exit codes are the CLI's own).
     ├── RestoreError                a restore was refused (unsafe path, …)
     │   └── TargetNotEmptyError         the target is not empty and overwriting was not allowed
     ├── CancelledError              the run was cancelled on request
+    ├── HookError                   a config's hook command failed (a ``before`` one fails its run)
     ├── DatabaseError               the database cannot be reached or used
     ├── NotFoundError               no config, run, alert or user with that id
     ├── ConflictError               the request conflicts with the current state
@@ -146,6 +147,10 @@ class TargetNotEmptyError(RestoreError):
 
 class CancelledError(BackappError):
     """The operation was cancelled on request."""
+
+
+class HookError(BackappError):
+    """A hook command of a config failed (exit status, timeout, or it could not start)."""
 
 
 class DatabaseError(BackappError):

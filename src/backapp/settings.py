@@ -65,6 +65,11 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("BACKAPP_NOTIFY_URLS"),
         description="Apprise URLs (space or comma separated) told about every alert",
     )
+    hooks: bool = Field(
+        True,
+        validation_alias=AliasChoices("BACKAPP_HOOKS"),
+        description="off: no config's hooks run on this server (each run with hooks says so)",
+    )
     metrics_token: SecretStr | None = Field(
         None,
         validation_alias=AliasChoices("BACKAPP_METRICS_TOKEN"),

@@ -4,8 +4,8 @@ JSON is camelCase exactly as the specification writes it. Extensions:
 ``destination.type`` ("s3" or "local"; a local destination has ``path``),
 ``options.compressionAlgorithm``, ``options.fullEvery``, ``options.verifySchedule``,
 ``options.downloadBandwidth`` (KB/s for restores and verifications; ``bandwidth``
-limits backup uploads only) and ``options.retention`` (restic's keep-N rules;
-``retentionDays`` is its ``keepWithinDays``).
+limits backup uploads only), ``options.retention`` (restic's keep-N rules;
+``retentionDays`` is its ``keepWithinDays``) and ``options.hooks`` (docs/HOOKS.md).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -249,6 +250,83 @@ class RetentionPolicy(_Model):
         return ", ".join(words) or "none"
 
 
+MAX_HOOKS = 10  # commands of each hook phase
+MAX_HOOK_ARGS = 256  # arguments of one command
+HOOK_PHASES = ("before", "after", "onError")
+_ARGV_EXAMPLE = '["pg_dump", "-f", "/srv/db.sql", "app"]'
+
+
+def _check_argv(value: list[str]) -> list[str]:
+    if not value:
+        raise ValueError(f"must name a program and its arguments, e.g. {_ARGV_EXAMPLE}")
+    if len(value) > MAX_HOOK_ARGS:
+        raise ValueError(f"must have at most {MAX_HOOK_ARGS} items (it has {len(value)})")
+    for item in value:
+        check_text(item)
+    if not value[0].strip():
+        raise ValueError("the program (the first item) must not be blank")
+    return value
+
+
+Argv = Annotated[list[str], AfterValidator(_check_argv)]
+
+
+class HookCommand(_Model):
+    """A hook command in its long form: ``{"argv": [...], "optional": true}``."""
+
+    argv: Argv = Field(description="the program and its arguments, run without a shell")
+    optional: bool = Field(False, description="a failure is a warning, not a failed run")
+    timeout_seconds: int | None = Field(
+        None, ge=1, le=86400, description="this command's limit (default: the hooks' limit)"
+    )
+
+
+def _command_tag(value: Any) -> str | None:
+    if isinstance(value, list):
+        return "argv-list"
+    if isinstance(value, dict | HookCommand):
+        return "argv-object"
+    return None
+
+
+# A command is an argv list (its short form) or a HookCommand. The tags never appear in
+# error paths (``error_path`` drops them): a user wrote a list or an object, not a tag.
+Command = Annotated[
+    Annotated[Argv, Tag("argv-list")] | Annotated[HookCommand, Tag("argv-object")],
+    Discriminator(
+        _command_tag,
+        custom_error_type="hook_command",
+        custom_error_message=(
+            f"must be an argv list such as {_ARGV_EXAMPLE} (no shell: use "
+            '["sh", "-c", "..."] for one) or an object {"argv": [...], "optional": true}'
+        ),
+    ),
+]
+
+
+class Hooks(_Model):
+    """Commands run around a backup (``options.hooks``), each without a shell. A failing
+    ``before`` command fails the run unless it is optional; ``after`` runs after a completed
+    backup, ``onError`` after one that failed or was cancelled."""
+
+    before: list[Command] = Field(default_factory=list, max_length=MAX_HOOKS)
+    after: list[Command] = Field(default_factory=list, max_length=MAX_HOOKS)
+    on_error: list[Command] = Field(default_factory=list, max_length=MAX_HOOKS)
+    timeout_seconds: int = Field(
+        3600, ge=1, le=86400, description="each command is killed after this many seconds"
+    )
+
+    def commands(self, phase: str) -> list[HookCommand]:
+        """Given a phase (before, after, onError), return its commands in their long form."""
+        listed = {"before": self.before, "after": self.after, "onError": self.on_error}[phase]
+        return [c if isinstance(c, HookCommand) else HookCommand(argv=c) for c in listed]
+
+    @property
+    def empty(self) -> bool:
+        """Whether no command is configured."""
+        return not (self.before or self.after or self.on_error)
+
+
 class Options(_Model):
     """How to back up. ``retentionDays`` (the specification's) means
     ``retention.keepWithinDays``; giving both with different numbers is refused."""
@@ -267,6 +345,9 @@ class Options(_Model):
     verify_schedule: str | None = None
     retention: RetentionPolicy | None = Field(
         None, description="keep-N retention (extension); retentionDays is keepWithinDays"
+    )
+    hooks: Hooks | None = Field(
+        None, description="commands run before and after each backup (extension; admins only)"
     )
 
     @field_validator("verify_schedule")
@@ -396,6 +477,8 @@ def error_path(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if part in ("s3", "local") and out == "destination":
             continue  # discriminated-union tag, not a field
+        if part in ("argv-list", "argv-object"):
+            continue  # a hook command's tag (no field has a dash in its name)
         if isinstance(part, int):
             out += f"[{part}]"
         else:

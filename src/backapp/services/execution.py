@@ -39,6 +39,7 @@ from backapp.errors import (
 from backapp.services import alerts
 from backapp.services import configs as config_service
 from backapp.services.context import AppContext
+from backapp.services.hooks import RunHooks, run_variables
 from backapp.services.restores import new_restore_folder
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ class _Job:
     request: dict[str, Any]
     document: BackupConfig | None
     slug: str
+    trigger: str = "manual"
+    hooks: RunHooks | None = None  # a backup's hooks, and what they did (its log keeps it)
 
 
 class RunExecutor:
@@ -108,7 +111,9 @@ class RunExecutor:
                 request=dict(run.request or {}),
                 document=config_service.document_of(config) if config else None,
                 slug=config.slug if config else "",
+                trigger=run.trigger,
             )
+        job = replace(job, hooks=self._hooks_of(job, active))
         started = time.monotonic()
         if job.document is None:
             return self._finish_failed(
@@ -140,6 +145,13 @@ class RunExecutor:
                 run_repo.set_pending_backup(session, active.run_id, backup_id)
 
         self.patient(pending, f"recording the backup id of run {active.run_id}")
+        if job.hooks is not None:  # a failing one raises HookError: the run fails
+            job.hooks.run(
+                "before",
+                BACKAPP_STATUS="running",
+                BACKAPP_BACKUP_ID=backup_id,
+                BACKAPP_BACKUP_TYPE=document.options.type,
+            )
         key = self.ctx.master_key(required=document.options.encryption)
         storage = self.ctx.storage_for(
             document.destination,
@@ -168,6 +180,16 @@ class RunExecutor:
             if run is not None:
                 extra = self.after_backup(run, document, result)
         stats, doc = result.info.stats, result.to_json()
+        if job.hooks is not None:
+            job.hooks.run(
+                "after",
+                BACKAPP_STATUS="completed",
+                BACKAPP_BACKUP_ID=result.backup_id,
+                BACKAPP_BACKUP_TYPE=result.info.type,
+                BACKAPP_FILES_PROCESSED=result.files_processed,
+                BACKAPP_TOTAL_BYTES=stats.total_bytes,
+                BACKAPP_STORED_BYTES=stats.stored_bytes,
+            )
         outcome = RunOutcome(
             backup_id=result.backup_id,
             type=result.info.type,
@@ -186,6 +208,28 @@ class RunExecutor:
             },
         )
         return self._finish(job, "completed", outcome, started)
+
+    def _hooks_of(self, job: _Job, active: ActiveRun) -> RunHooks | None:
+        if job.kind != "backup" or job.document is None or job.document.options.hooks is None:
+            return None
+        variables = run_variables(
+            config_id=job.config_id,
+            config_name=job.config_name,
+            slug=job.slug,
+            run_id=job.run_id,
+            trigger=job.trigger,
+        )
+
+        def shown(phase: str) -> None:  # the progress bar names the hook running
+            self._progress(active, Progress(phase=phase, counting=False))
+
+        return RunHooks.of(
+            self.ctx.settings,
+            job.document.options.hooks,
+            variables,
+            cancel=active.cancel,
+            on_command=shown,
+        )
 
     def _restore(self, job: _Job, active: ActiveRun, started: float) -> str:
         assert job.document is not None
@@ -303,6 +347,10 @@ class RunExecutor:
     ) -> str:
         """Record the outcome (and its alert, in the same transaction: a failed run is
         never seen without its alert); return the run's final status."""
+        if job.hooks is not None:  # a backup's: onError reports a failure; the log keeps all
+            if status != "completed":
+                job.hooks.run("onError", BACKAPP_STATUS=status, BACKAPP_ERROR=outcome.error)
+            outcome = job.hooks.into(outcome)
         now = utcnow()
         duration = round(time.monotonic() - started, 3)
 

@@ -1,0 +1,183 @@
+"""Hooks (options.hooks): argv commands around a backup, their output in the run's log."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backapp.services.context import AppContext
+from tests.api.conftest import Api, config_doc, local_destination, running_worker
+
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+def _problems(response: Any) -> dict[str, str]:
+    return {p["field"]: p["message"] for p in response.json()["problems"]}
+
+
+def _with_hooks(source: Path, dest: Path, hooks: dict[str, Any]) -> dict[str, Any]:
+    return config_doc([source], local_destination(dest), hooks=hooks)
+
+
+@SQLITE_ONLY
+def test_hook_commands_are_checked_and_each_problem_names_its_field(
+    api: Api, source: Path, dest: Path
+) -> None:
+    hooks = {
+        "before": [["pg_dump", 3], "pg_dump -f /srv/db.sql app", []],
+        "after": [{"argv": [""], "optinal": True}],
+        "onError": [["true"]] * 11,
+        "timeoutSeconds": 0,
+    }
+    response = api.post("/api/backups/configs", json=_with_hooks(source, dest, hooks))
+    assert response.status_code == 422, response.text
+    problems = _problems(response)
+    assert problems["options.hooks.before[0][1]"] == "Input should be a valid string"
+    assert "must be an argv list such as" in problems["options.hooks.before[1]"]
+    assert "must name a program" in problems["options.hooks.before[2]"]
+    assert "must not be blank" in problems["options.hooks.after[0].argv"]
+    assert "options.hooks.after[0].optinal" in problems
+    assert "at most 10" in problems["options.hooks.onError"]
+    assert "greater than or equal to 1" in problems["options.hooks.timeoutSeconds"]
+
+    created = api.create_config(_with_hooks(source, dest, {"before": [["true"]]}))
+    response = api.patch(
+        f"/api/backups/configs/{created['id']}",
+        json={"options": {"hooks": {"after": [{"argv": ["true"], "timeoutSeconds": -1}]}}},
+    )
+    assert response.status_code == 422, response.text
+    assert "options.hooks.after[0].timeoutSeconds" in _problems(response)
+
+
+@SQLITE_ONLY
+def test_only_an_admin_sets_hooks(api: Api, operator: Api, source: Path, dest: Path) -> None:
+    document = _with_hooks(source, dest, {"before": [["true"]]})
+    assert operator.post("/api/backups/configs", json=document).status_code == 403
+    created = api.create_config(config_doc([source], local_destination(dest)))
+    url = f"/api/backups/configs/{created['id']}"
+    patch = {"options": {"hooks": {"before": [["touch", "/tmp/owned"]]}}}
+    assert operator.patch(url, json=patch).status_code == 403
+    assert "hooks" not in api.get(url).json()["options"]
+    assert api.patch(url, json=patch).status_code == 200
+    assert api.get(url).json()["options"]["hooks"]["before"] == [["touch", "/tmp/owned"]]
+
+
+def test_a_failing_before_hook_fails_the_run_with_its_output_and_runs_on_error(
+    api: Api, worker: Any, source: Path, dest: Path, tmp_path: Path
+) -> None:
+    marker = tmp_path / "on-error.txt"
+    hooks = {
+        "before": [
+            {"argv": ["sh", "-c", "echo optional-said; exit 7"], "optional": True},
+            ["sh", "-c", "echo dumping app; echo 'pg_dump: error: connection refused' >&2; exit 2"],
+            ["touch", str(tmp_path / "never")],
+        ],
+        "onError": [["sh", "-c", f'echo "$BACKAPP_STATUS: $BACKAPP_ERROR" > {marker}']],
+    }
+    created = api.create_config(_with_hooks(source, dest, hooks))
+    run = api.wait_for_run(api.execute(created["id"])["id"])
+
+    assert run["status"] == "failed"
+    assert run["error"].startswith("before hook sh -c 'echo dumping app;")
+    assert "failed (exit status 2):\npg_dump: error: connection refused" in run["error"]
+    log = run["details"]["hooks"]
+    assert [(h["phase"], h["exitCode"], h["ok"]) for h in log] == [
+        ("before", 7, False),
+        ("before", 2, False),
+        ("onError", 0, True),
+    ]
+    assert log[1]["stdout"] == "dumping app\n"
+    assert log[1]["stderr"] == "pg_dump: error: connection refused\n"
+    assert run["details"]["warnings"] == [
+        "before hook sh -c 'echo optional-said; exit 7' failed (exit status 7), "
+        "optional: the run went on"
+    ]
+    assert not (tmp_path / "never").exists()  # the commands after a failed one do not run
+    assert marker.read_text().startswith("failed: before hook sh -c")
+    assert not list(dest.rglob("backup.json"))  # nothing was backed up
+    alerts = api.get("/api/alerts").json()
+    assert any("pg_dump: error: connection refused" in a["message"] for a in alerts)
+
+
+@SQLITE_ONLY
+def test_hooks_get_the_run_in_their_environment_and_none_of_backapps_secrets(
+    api: Api, worker: Any, source: Path, dest: Path, tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-value-123")
+    monkeypatch.setenv("HC_PING_URL", "https://hc.example/ping/abc")  # the worker's own
+    dump = 'import json, os; print(json.dumps(dict(os.environ))); print("aws-secret-value-123")'
+    hooks = {
+        "before": [["python3", "-c", dump]],
+        "after": [["python3", "-c", dump], ["sh", "-c", "exit 5"]],
+    }
+    created = api.create_config(_with_hooks(source, dest, hooks))
+    run = api.wait_for_run(api.execute(created["id"])["id"])
+
+    assert run["status"] == "completed", run
+    before, after, failed = run["details"]["hooks"]
+    env = json.loads(before["stdout"].splitlines()[0])
+    assert env["BACKAPP_HOOK"] == "before"
+    assert env["BACKAPP_CONFIG_NAME"] == "API Test"
+    assert env["BACKAPP_CONFIG_ID"] == created["id"]
+    assert env["BACKAPP_RUN_ID"] == run["id"]
+    assert env["BACKAPP_STATUS"] == "running"
+    assert env["BACKAPP_BACKUP_ID"] == run["backupId"]  # known before the backup starts
+    assert env["BACKAPP_TRIGGER"] == "manual"
+    assert env["HC_PING_URL"] == "https://hc.example/ping/abc"
+    for secret in ("BACKUP_ENCRYPTION_KEY", "DATABASE_URL", "AWS_SECRET_ACCESS_KEY"):
+        assert secret not in env
+    assert before["stdout"].splitlines()[1] == "[secret]"  # printed anyway: masked
+    env = json.loads(after["stdout"].splitlines()[0])
+    assert (env["BACKAPP_HOOK"], env["BACKAPP_STATUS"]) == ("after", "completed")
+    assert env["BACKAPP_BACKUP_ID"] == run["backupId"]
+    assert int(env["BACKAPP_FILES_PROCESSED"]) == run["filesProcessed"]
+    assert (failed["exitCode"], failed["ok"]) == (5, False)
+    assert run["details"]["warnings"] == ["after hook sh -c 'exit 5' failed (exit status 5)"]
+
+
+@SQLITE_ONLY
+def test_a_hook_is_stopped_at_its_timeout_and_its_output_is_bounded(
+    api: Api, worker: Any, source: Path, dest: Path
+) -> None:
+    hooks = {
+        "before": [
+            {"argv": ["python3", "-c", "print('x' * 100000 + 'END')"], "optional": True},
+            ["sh", "-c", "echo started; sleep 60"],
+        ],
+        "timeoutSeconds": 1,
+    }
+    created = api.create_config(_with_hooks(source, dest, hooks))
+    run = api.wait_for_run(api.execute(created["id"])["id"])
+
+    assert run["status"] == "failed"
+    loud, slow = run["details"]["hooks"]
+    assert loud["ok"] and loud["truncated"] and loud["stdout"].endswith("xEND\n")
+    assert len(loud["stdout"]) == 4096
+    assert slow["error"] == "timed out after 1 s, stopped"
+    assert slow["durationSeconds"] < 10
+    assert "failed (timed out after 1 s, stopped):\nstarted" in run["error"]
+
+
+@SQLITE_ONLY
+def test_hooks_off_on_the_server_runs_none_and_the_run_says_so(
+    make_ctx: Callable[..., AppContext], database_url: str, source: Path, dest: Path, tmp_path: Path
+) -> None:
+    from backapp.app import create_app
+    from tests.api.conftest import ADMIN_PASSWORD, add_user
+
+    ctx = make_ctx(database_url, shutdown_grace=0, hooks=False)
+    api = Api(create_app(ctx), ctx, add_user(ctx, "admin", ADMIN_PASSWORD, "admin"))
+    hooks = {"before": [["touch", str(tmp_path / "ran")]], "after": [["false"]]}
+    created = api.create_config(_with_hooks(source, dest, hooks))
+    with running_worker(ctx):
+        run = api.wait_for_run(api.execute(created["id"])["id"])
+    assert run["status"] == "completed"
+    assert not (tmp_path / "ran").exists()
+    assert run["details"]["warnings"] == [
+        "hooks are off on this server (BACKAPP_HOOKS=off): not run (1 before, 1 after, 0 onError)"
+    ]
+    assert "hooks" not in run["details"]
