@@ -16,6 +16,13 @@ _FILE_SECRETS = {
     "admin_password": "BACKAPP_ADMIN_PASSWORD",
     "metrics_token": "BACKAPP_METRICS_TOKEN",
 }
+# Every variable that holds a secret (a <NAME>_FILE holds one too): logs never show them.
+SECRET_VARIABLES = (
+    *_FILE_SECRETS.values(),
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "BACKAPP_NOTIFY_URLS",
+)
 
 
 class Settings(BaseSettings):

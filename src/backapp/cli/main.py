@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 from backapp import __version__
-from backapp.cli import engine_cmds, forget_cmd, server_cmds
+from backapp.cli import engine_cmds, forget_cmd, logs, server_cmds
+from backapp.cli.output import EXIT_BAD_INPUT
 
 app = typer.Typer(
     name="backapp",
@@ -45,10 +46,17 @@ def _root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
 ) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from pydantic import ValidationError
+
+    from backapp.settings import LogSettings
+
+    try:
+        log = LogSettings()
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        print(f"error: {problem['loc'][0]}: {problem['msg']}", file=sys.stderr)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    logs.configure(log, verbose=verbose)
 
 
 def main() -> None:

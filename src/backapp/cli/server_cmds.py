@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from backapp.cli import logs
 from backapp.cli.output import err_console, fail, out_console
 from backapp.errors import BackappError, UsageError
 
@@ -131,6 +132,7 @@ def _serve(host: str, port: int, *, with_scheduler: bool) -> None:
             host=host,
             port=port,
             log_level="warning",
+            log_config=None,  # uvicorn's records go to BackApp's handler (text or JSON)
             access_log=False,
             timeout_graceful_shutdown=5,  # open progress streams must not hold up a stop
         )
@@ -165,7 +167,7 @@ def scheduler() -> None:
         _prepare(ctx, first_admin=False)
     except BackappError as exc:
         fail(exc)
-    logging.getLogger("backapp").setLevel(logging.INFO)  # log every scheduling decision
+    logs.prefer_level(logging.INFO)  # log every scheduling decision
     service = SchedulerService(ctx)
     stop = threading.Event()
 

@@ -10,6 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from backapp.db import utcnow
 from backapp.db.repositories import runs as run_repo
+from backapp.logcontext import log_context
 from backapp.services.context import AppContext
 from backapp.services.execution import ActiveRun, Heartbeat, RunExecutor
 
@@ -75,7 +76,8 @@ class Worker:
 
         def execute() -> str:
             try:
-                return self.executor.execute(active)
+                with log_context(run_id=run_id, worker=self.worker_id):  # on every line
+                    return self.executor.execute(active)
             finally:
                 self.heartbeat.remove(run_id)
                 with self._lock:
