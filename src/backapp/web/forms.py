@@ -7,6 +7,7 @@ appears next to its field, and a form that fails keeps exactly what was typed.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -74,6 +75,7 @@ FIELD_PATHS = {
     "options-download": "options.downloadBandwidth",
     "options-full-every": "options.fullEvery",
     "options-verify": "options.verifySchedule",
+    "options-hooks": "options.hooks",
     **{name: f"options.retention.{key}" for name, key, _ in KEEP_FIELDS},
     "options-keep-within": "options.retention.keepWithinDays",  # shown at retentionDays
 }
@@ -102,6 +104,7 @@ LABELS = {
     "options-download": "Download limit",
     "options-full-every": "Full backup every",
     "options-verify": "Verify schedule",
+    "options-hooks": "Hooks",
     **{name: label for name, _, label in KEEP_FIELDS},
 }
 _SOURCE_LABELS = {"path": "path", "include": "include patterns", "exclude": "exclude patterns"}
@@ -139,6 +142,23 @@ def _text(form: Mapping[str, Any], name: str, default: str = "") -> str:
     return value if isinstance(value, str) else default
 
 
+def hooks_text(hooks: Any) -> str:
+    """Given a document's ``options.hooks``, return the JSON the form shows: one command a
+    line, without empty phases ("" for no hooks)."""
+    if not isinstance(hooks, Mapping):
+        return "" if hooks is None else json.dumps(hooks)
+    parts = []
+    for key, value in hooks.items():
+        if isinstance(value, list) and not value:
+            continue
+        if isinstance(value, list):
+            lines = ",\n".join(f"    {json.dumps(item)}" for item in value)
+            parts.append(f"  {json.dumps(key)}: [\n{lines}\n  ]")
+        else:
+            parts.append(f"  {json.dumps(key)}: {json.dumps(value)}")
+    return "{\n" + ",\n".join(parts) + "\n}" if parts else ""
+
+
 @dataclass
 class ConfigForm:
     """Everything the configuration form shows, as typed (numbers stay text)."""
@@ -166,6 +186,7 @@ class ConfigForm:
     download: str = ""
     full_every: str = "7"
     verify: str = ""
+    hooks: str = ""  # options.hooks as JSON, as typed (admins only: the form is theirs)
     version: str = ""
 
     def keep_rows(self) -> list[tuple[str, str, str]]:
@@ -210,6 +231,7 @@ class ConfigForm:
             download=_text(form, "options-download"),
             full_every=_text(form, "options-full-every"),
             verify=_text(form, "options-verify"),
+            hooks=_text(form, "options-hooks"),
             version=_text(form, "version"),
         )
 
@@ -261,6 +283,7 @@ class ConfigForm:
             download=opt("downloadBandwidth"),
             full_every=opt("fullEvery", "7"),
             verify=opt("verifySchedule"),
+            hooks=hooks_text(options.get("hooks")),
             version="" if version is None else str(version),
         )
 
@@ -346,6 +369,16 @@ class ConfigForm:
             options["retention"] = keep
         if self.verify.strip():
             options["verifySchedule"] = self.verify.strip()
+        if self.hooks.strip():
+            try:
+                options["hooks"] = json.loads(self.hooks)
+            except json.JSONDecodeError as exc:
+                problems.append(
+                    (
+                        "options.hooks",
+                        f"is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+                    )
+                )
         document: dict[str, Any] = {
             "name": self.name.strip(),
             "enabled": self.enabled,
