@@ -70,7 +70,12 @@ class Settings(BaseSettings):
     notify_urls: str = Field(
         "",
         validation_alias=AliasChoices("BACKAPP_NOTIFY_URLS"),
-        description="Apprise URLs (space or comma separated) told about every alert",
+        description="Apprise URLs (space or comma separated) told of failures, recoveries, misses",
+    )
+    base_url: str = Field(
+        "",
+        validation_alias=AliasChoices("BACKAPP_BASE_URL"),
+        description="where users reach BackApp (https://backup.example.com): links in messages",
     )
     hooks: bool = Field(
         True,

@@ -1,90 +1,196 @@
-"""Alerts reach people: each alert is notified once, failures are retried, URLs never leak."""
+"""Alerts reach people: each event is sent once to the targets that existed when it happened,
+failures are retried with a pause, then given up; URLs never leak."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
-from collections.abc import Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
 import pytest
 
-from backapp.notify import TransportError, build_notifier
-from backapp.services import alerts
+from backapp.db import utcnow
+from backapp.notify import TransportError, build_notifier, check_url, mask_url
+from backapp.services import alerts, notifications, notify_targets
+from backapp.services import configs as config_service
 from tests.conftest import free_port
+from tests.helpers.sinks import smtp_sink, wait_until, webhook_sink
 
 
-class _Hook(BaseHTTPRequestHandler):
-    received: ClassVar[list[dict[str, Any]]] = []
-    fail = False
+def _config(ctx: Any, tmp_path: Any, **options: Any) -> str:
+    from tests.api.conftest import config_doc, local_destination
 
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        if _Hook.fail:
-            self.send_response(500)
-        else:
-            _Hook.received.append(json.loads(body))
-            self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def webhook() -> Iterator[str]:
-    _Hook.received = []
-    _Hook.fail = False
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), _Hook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"json://127.0.0.1:{server.server_address[1]}/hook"
-    server.shutdown()
-
-
-def test_each_alert_is_notified_exactly_once(database_url: str, make_ctx, webhook: str) -> None:
-    ctx = make_ctx(database_url)
-    notifier = build_notifier(webhook)
-    assert notifier is not None
+    doc = config_doc([tmp_path / "src"], local_destination(tmp_path / "dest"), **options)
     with ctx.db.session() as session:
-        alerts.raise_alert(session, "backup_failed", "Backup 'Photos' failed: disk full")
-    assert alerts.dispatch_notifications(ctx, notifier) == 1
-    assert alerts.dispatch_notifications(ctx, notifier) == 0
-    assert len(_Hook.received) == 1
-    assert _Hook.received[0]["message"] == "Backup 'Photos' failed: disk full"
-    assert "backup failed" in _Hook.received[0]["title"]
-    assert _Hook.received[0]["type"] == "failure"
+        return config_service.create(session, {**doc, "name": "Photos"}).id
 
 
-def test_failed_deliveries_are_retried_then_given_up(
-    database_url: str, make_ctx, webhook: str
+def test_each_alert_is_sent_once_with_what_where_when_and_a_link(
+    database_url: str, make_ctx: Any, tmp_path: Any
+) -> None:
+    ctx = make_ctx(database_url, base_url="https://backup.example.com/")
+    with webhook_sink() as hook:
+        since = utcnow()
+        with ctx.db.session() as session:
+            notify_targets.add_target(session, hook.url, label="ops")
+        config_id = _config(ctx, tmp_path)
+        with ctx.db.session() as session:
+            alerts.raise_alert(
+                session,
+                "backup_failed",
+                "Backup of 'Photos' failed: disk full",
+                config_id=config_id,
+                config_name="Photos",
+                run_id="0b7c6c1e-0000-4000-8000-000000000001",
+            )
+        assert notifications.dispatch(ctx, since) == 1
+        assert notifications.dispatch(ctx, since) == 0
+        assert len(hook.received) == 1
+        sent = hook.received[0]
+    assert sent["title"] == "BackApp: Backup of 'Photos' failed"
+    assert sent["type"] == "failure"
+    body = sent["message"]
+    assert body.startswith("Backup of 'Photos' failed: disk full")
+    assert f"backs up to folder {tmp_path / 'dest'}" in body
+    assert "Host: " in body and " UTC" in body
+    run_page = "https://backup.example.com/backups/logs/0b7c6c1e-0000-4000-8000-000000000001"
+    assert f"Run: {run_page}" in body
+
+
+def test_a_target_is_told_only_of_alerts_raised_after_it_was_added(
+    database_url: str, make_ctx: Any
 ) -> None:
     ctx = make_ctx(database_url)
-    notifier = build_notifier(webhook)
-    assert notifier is not None
-    with ctx.db.session() as session:
-        alert_id = alerts.raise_alert(session, "missed_run", "missed").id
-    _Hook.fail = True
-    for _ in range(alerts.MAX_NOTIFY_ATTEMPTS + 2):
-        assert alerts.dispatch_notifications(ctx, notifier) == 0
-    with ctx.db.session() as session:
-        alert = alerts.list_alerts(session)[0]
-        assert alert.id == alert_id
-        assert alert.notify_attempts == alerts.MAX_NOTIFY_ATTEMPTS
-        assert alert.notify_error
-    _Hook.fail = False
-    assert alerts.dispatch_notifications(ctx, notifier) == 0  # given up: no flood later
-    assert _Hook.received == []
+    with webhook_sink() as hook:
+        with ctx.db.session() as session:
+            alerts.raise_alert(session, "backup_failed", "old failure")
+        with ctx.db.session() as session:
+            notify_targets.add_target(session, hook.url)
+        with ctx.db.session() as session:
+            alerts.raise_alert(session, "backup_failed", "new failure")
+        notifications.dispatch(ctx, utcnow())
+        assert [r["message"].split("\n")[0] for r in hook.received] == ["new failure"]
 
 
-def test_invalid_notification_urls_are_refused_without_echoing_them() -> None:
+def test_the_environment_urls_are_not_told_of_alerts_from_before_the_scheduler_started(
+    database_url: str, make_ctx: Any
+) -> None:
+    with webhook_sink() as hook:
+        ctx = make_ctx(database_url, notify_urls=hook.url)
+        with ctx.db.session() as session:
+            alerts.raise_alert(session, "backup_failed", "before the start")
+        started = utcnow()
+        with ctx.db.session() as session:
+            alerts.raise_alert(session, "backup_failed", "after the start")
+        notifications.dispatch(ctx, started)
+        assert [r["message"].split("\n")[0] for r in hook.received] == ["after the start"]
+
+
+def test_failed_deliveries_are_retried_with_a_pause_then_given_up(
+    database_url: str, make_ctx: Any
+) -> None:
+    ctx = make_ctx(database_url)
+    with webhook_sink() as hook:
+        since = utcnow()
+        with ctx.db.session() as session:
+            notify_targets.add_target(session, hook.url)
+            alerts.raise_alert(session, "missed_run", "missed")
+        hook.fail = True
+        now = utcnow()
+        assert notifications.dispatch(ctx, since, now) == 0
+        assert notifications.dispatch(ctx, since, now) == 0  # not yet: it waits before a retry
+        for attempt in range(1, notifications.MAX_ATTEMPTS + 2):
+            now += timedelta(seconds=notifications.RETRY_PAUSE * 3**attempt)
+            assert notifications.dispatch(ctx, since, now) == 0
+        hook.fail = False
+        now += timedelta(days=1)
+        assert notifications.dispatch(ctx, since, now) == 0  # given up: no flood later
+        assert hook.received == []
+
+
+def test_one_failing_target_does_not_resend_to_the_others_on_retry(
+    database_url: str, make_ctx: Any
+) -> None:
+    ctx = make_ctx(database_url)
+    with webhook_sink() as good, webhook_sink() as bad:
+        since = utcnow()
+        with ctx.db.session() as session:
+            notify_targets.add_target(session, good.url)
+            notify_targets.add_target(session, bad.url)
+            alerts.raise_alert(session, "backup_failed", "once")
+        bad.fail = True
+        now = utcnow()
+        assert notifications.dispatch(ctx, since, now) == 1
+        bad.fail = False
+        assert notifications.dispatch(ctx, since, now + timedelta(minutes=1)) == 1
+        assert len(good.received) == 1
+        assert len(bad.received) == 1
+
+
+def test_an_email_reaches_the_smtp_server(database_url: str, make_ctx: Any) -> None:
+    ctx = make_ctx(database_url)
+    with smtp_sink() as smtp:
+        since = utcnow()
+        with ctx.db.session() as session:
+            notify_targets.add_target(session, smtp.url)
+            alerts.raise_alert(session, "backup_failed", "Backup of 'Photos' failed: boom")
+        assert notifications.dispatch(ctx, since) == 1
+        wait_until(lambda: smtp.mails, 5, "the mail")
+        (text,) = smtp.texts()
+    assert "backup failed" in text.splitlines()[0]
+    assert "Backup of 'Photos' failed: boom" in text
+
+
+def test_urls_are_masked_and_invalid_ones_refused_without_echoing_them() -> None:
     assert build_notifier("  ") is None
     with pytest.raises(TransportError) as caught:
         build_notifier("notascheme://user:hunter2@example")
     assert caught.value.permanent
     assert "hunter2" not in str(caught.value)
+    with pytest.raises(TransportError) as caught:
+        check_url("notascheme://user:hunter2@example")
+    assert "hunter2" not in str(caught.value)
+    masked = mask_url("mailto://bob:hunter2@mail.example.com?from=a@example.com&to=b@example.com")
+    assert "hunter2" not in masked and masked.startswith("mailto://bob:****@mail.example.com")
+    assert "s3cr3t" not in mask_url("json://127.0.0.1:8080/hook?token=s3cr3t")
+    assert "TokenB" not in mask_url("slack://TokenA/TokenBBBBBBBBBBBBBB/TokenC/#chan")
+    assert mask_url("bogus") == "(not an Apprise URL)"
+
+
+def test_a_configs_notification_urls_are_stored_apart_and_shown_masked(
+    database_url: str, make_ctx: Any, tmp_path: Any
+) -> None:
+    ctx = make_ctx(database_url)
+    url = "json://user:hunter2@127.0.0.1:9/hook"
+    config_id = _config(ctx, tmp_path, notify={"urls": [url], "on": ["failure", "success"]})
+    with ctx.db.session() as session:
+        config = config_service.get(session, config_id)
+        stored = config.document["options"]["notify"]
+        (target,) = [t for t in notify_targets.list_targets(session, ctx.settings)]
+        added = target.added_at
+    assert "hunter2" not in json.dumps(config.document)
+    assert stored == {"urls": [mask_url(url)], "on": ["failure", "success"]}
+    assert target.url == url and target.events == ("failure", "success")
+    # Saving the masked form keeps the target (and when it was added); a new URL replaces it.
+    with ctx.db.session() as session:
+        config_service.update(session, config_id, {"name": "Photos 2"})
+    with ctx.db.session() as session:
+        (kept,) = notify_targets.list_targets(session, ctx.settings)
+    assert (kept.id, kept.url, kept.added_at) == (target.id, url, added)
+    with ctx.db.session() as session:
+        config_service.update(
+            session, config_id, {"options": {"notify": {"urls": ["json://127.0.0.1:9/other"]}}}
+        )
+    with ctx.db.session() as session:
+        (other,) = notify_targets.list_targets(session, ctx.settings)
+    assert other.id != target.id and other.url == "json://127.0.0.1:9/other"
+    with ctx.db.session() as session:
+        config_service.delete(session, config_id)
+    with ctx.db.session() as session:
+        assert notify_targets.list_targets(session, ctx.settings) == []
 
 
 class _SlowHook(BaseHTTPRequestHandler):

@@ -2,7 +2,17 @@
 
 from sqlalchemy.orm import Session
 
-from backapp.db.models import Alert, ApiToken, Config, Run, User, WebSession, utcnow
+from backapp.db.models import (
+    Alert,
+    ApiToken,
+    Config,
+    NotificationEvent,
+    NotificationTarget,
+    Run,
+    User,
+    WebSession,
+    utcnow,
+)
 from backapp.db.session import Database
 from backapp.errors import DatabaseError
 
@@ -12,6 +22,8 @@ __all__ = [
     "Config",
     "Database",
     "DatabaseError",
+    "NotificationEvent",
+    "NotificationTarget",
     "Run",
     "Session",
     "User",

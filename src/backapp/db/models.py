@@ -169,7 +169,52 @@ class Alert(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     acknowledged_at: Mapped[datetime | None] = mapped_column(default=None)
     acknowledged_by: Mapped[str | None] = mapped_column(String(150), default=None)
-    # Notification delivery: claimed (and then sent) once, retried a few times on failure.
-    notified_at: Mapped[datetime | None] = mapped_column(default=None)
-    notify_attempts: Mapped[int] = mapped_column(Integer, default=0)
-    notify_error: Mapped[str | None] = mapped_column(Text, default=None)
+    # The kind of run it is about (backup|restore|verify): a later success of the same
+    # config and kind resolves it, naming the run that did.
+    run_kind: Mapped[str | None] = mapped_column(String(16), default=None)
+    resolved_at: Mapped[datetime | None] = mapped_column(default=None)
+    resolved_by_run_id: Mapped[str | None] = mapped_column(String(36), default=None)
+
+
+class NotificationTarget(Base):
+    """Where notifications go: an Apprise URL (a secret), for every config or for one."""
+
+    __tablename__ = "notification_targets"
+    __table_args__ = (Index("ix_notification_targets_config", "config_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    # None: a global target (the settings page); else one of options.notify.urls of a config.
+    config_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    label: Mapped[str] = mapped_column(String(200), default="")
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column(JSON)  # failure|success|recovered|missed
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class NotificationEvent(Base):
+    """Something to tell (a failure, a success, a recovery, a missed backup): the outbox.
+
+    Claimed (and then sent) once; a failed delivery is retried a few times, and targets
+    that already got it are remembered so a retry never sends twice.
+    """
+
+    __tablename__ = "notification_events"
+    __table_args__ = (Index("ix_notification_events_pending", "sent_at", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    event: Mapped[str] = mapped_column(String(16))  # failure|success|recovered|missed
+    severity: Mapped[str] = mapped_column(String(16))  # critical|warning|info
+    subject: Mapped[str] = mapped_column(Text)  # what happened, in one line
+    message: Mapped[str] = mapped_column(Text)
+    config_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    config_name: Mapped[str | None] = mapped_column(String(200), default=None)
+    run_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    alert_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_at: Mapped[datetime | None] = mapped_column(default=None)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)  # after a failure
+    sent_at: Mapped[datetime | None] = mapped_column(default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    delivered: Mapped[list[str]] = mapped_column(JSON, default=list)  # target ids done

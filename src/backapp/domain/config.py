@@ -5,7 +5,9 @@ JSON is camelCase exactly as the specification writes it. Extensions:
 ``options.compressionAlgorithm``, ``options.fullEvery``, ``options.verifySchedule``,
 ``options.downloadBandwidth`` (KB/s for restores and verifications; ``bandwidth``
 limits backup uploads only), ``options.retention`` (restic's keep-N rules;
-``retentionDays`` is its ``keepWithinDays``) and ``options.hooks`` (docs/HOOKS.md).
+``retentionDays`` is its ``keepWithinDays``), ``options.hooks`` (docs/HOOKS.md),
+``options.notify`` (who to tell, on which events) and ``options.maxAgeHours`` (a "missed"
+alert when no backup completed for that long).
 """
 
 from __future__ import annotations
@@ -327,6 +329,30 @@ class Hooks(_Model):
         return not (self.before or self.after or self.on_error)
 
 
+NotifyEvent = Literal["failure", "success", "recovered", "missed"]
+NOTIFY_EVENTS: tuple[NotifyEvent, ...] = ("failure", "success", "recovered", "missed")
+DEFAULT_NOTIFY_EVENTS: tuple[NotifyEvent, ...] = ("failure", "recovered", "missed")
+MAX_NOTIFY_URLS = 20
+
+
+class NotifySpec(_Model):
+    """Who to tell about a config: Apprise URLs (secrets: stored apart, shown masked) and
+    the events they are told about."""
+
+    urls: list[str] = Field(default_factory=list, max_length=MAX_NOTIFY_URLS)
+    on: list[NotifyEvent] = Field(default_factory=lambda: list(DEFAULT_NOTIFY_EVENTS))
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        return [u.strip() for u in value if u.strip()]
+
+    @field_validator("on")
+    @classmethod
+    def _on(cls, value: list[NotifyEvent]) -> list[NotifyEvent]:
+        return [e for e in NOTIFY_EVENTS if e in value]  # one each, in a fixed order
+
+
 class Options(_Model):
     """How to back up. ``retentionDays`` (the specification's) means
     ``retention.keepWithinDays``; giving both with different numbers is refused."""
@@ -348,6 +374,13 @@ class Options(_Model):
     )
     hooks: Hooks | None = Field(
         None, description="commands run before and after each backup (extension; admins only)"
+    )
+    notify: NotifySpec | None = Field(None, description="who to tell, on which events (extension)")
+    max_age_hours: float | None = Field(
+        None,
+        gt=0,
+        le=24 * 366,
+        description='a "missed" alert when no backup completed for this long (extension)',
     )
 
     @field_validator("verify_schedule")

@@ -1,7 +1,17 @@
 """Notifications: telling people about alerts through pluggable transports."""
 
 from backapp.errors import TransportError
+from backapp.notify.apprise_transport import check_url, mask_url
 from backapp.notify.base import Notification, Notifier
-from backapp.notify.registry import build_notifier
+from backapp.notify.registry import build_notifier, build_transport, split_urls
 
-__all__ = ["Notification", "Notifier", "TransportError", "build_notifier"]
+__all__ = [
+    "Notification",
+    "Notifier",
+    "TransportError",
+    "build_notifier",
+    "build_transport",
+    "check_url",
+    "mask_url",
+    "split_urls",
+]

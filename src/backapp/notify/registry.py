@@ -1,4 +1,4 @@
-"""Building the notifier from settings: a plain dispatch table of transports."""
+"""Building transports from URLs: a plain dispatch table of transports."""
 
 from __future__ import annotations
 
@@ -13,12 +13,22 @@ TRANSPORTS: dict[str, Callable[[list[str]], Transport]] = {
 }
 
 
+def split_urls(urls: str) -> list[str]:
+    """Given URLs separated by spaces, commas or new lines, return them as a list."""
+    return [u for u in re.split(r"[\s,]+", urls.strip()) if u]
+
+
+def build_transport(url: str) -> Transport:
+    """Given one notification URL, return its transport. Raise TransportError (permanent)."""
+    return TRANSPORTS["apprise"]([url])
+
+
 def build_notifier(urls: str) -> Notifier | None:
     """Given BACKAPP_NOTIFY_URLS (space or comma separated), return a Notifier, or None.
 
     Raise TransportError (permanent) if a URL is not valid.
     """
-    parsed = [u for u in re.split(r"[\s,]+", urls.strip()) if u]
+    parsed = split_urls(urls)
     if not parsed:
         return None
     return Notifier([TRANSPORTS["apprise"](parsed)])

@@ -16,9 +16,9 @@ from typing import Any
 from backapp.db import DatabaseError, Run, utcnow
 from backapp.domain.config import BackupConfig
 from backapp.engine.backup import BackupResult
-from backapp.notify import Notifier, TransportError, build_notifier
+from backapp.notify import TransportError, check_url, mask_url, split_urls
 from backapp.scheduler.worker import Worker
-from backapp.services import alerts, retention, scheduling
+from backapp.services import notifications, overdue, retention, scheduling
 from backapp.services.context import AppContext
 from backapp.services.execution import RunExecutor
 
@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 2.0
 NOTIFY_INTERVAL = 5.0  # the sender looks at least this often (a tick wakes it sooner)
+OVERDUE_INTERVAL = 30.0  # how often the missed-backup alarm (options.maxAgeHours) looks
 
 
 class SchedulerService:
@@ -49,11 +50,14 @@ class SchedulerService:
         )
         self._db_since: float | None = time.monotonic()  # the database answered since then
         self._notify_due = threading.Event()  # set by a tick: the sender thread looks
-        self.notifier: Notifier | None = None
-        try:
-            self.notifier = build_notifier(ctx.settings.notify_urls)
-        except TransportError as exc:
-            logger.error("notifications are off: %s", exc)
+        # BACKAPP_NOTIFY_URLS is told of what happens from now on, never of older alerts.
+        self.notify_since = clock()
+        self._overdue_at = 0.0  # monotonic time of the next missed-backup check
+        for url in split_urls(ctx.settings.notify_urls):
+            try:
+                check_url(url)
+            except TransportError as exc:
+                logger.error("BACKAPP_NOTIFY_URLS: %s: %s", mask_url(url), exc)
 
     def _after_backup(self, run: Run, config: BackupConfig, result: BackupResult) -> dict[str, Any]:
         return retention.apply(
@@ -67,6 +71,7 @@ class SchedulerService:
             lambda: scheduling.fire_due(self.ctx, now),
             self._expire,
             self.worker.poll,
+            self._check_overdue,
             self._notify,
         ):
             try:
@@ -90,6 +95,12 @@ class SchedulerService:
         alive = frozenset(self.worker.heartbeat.active)
         scheduling.expire_lost_runs(self.ctx, self.clock(), alive)
 
+    def _check_overdue(self) -> None:
+        if time.monotonic() < self._overdue_at:
+            return
+        self._overdue_at = time.monotonic() + OVERDUE_INTERVAL
+        overdue.check_overdue(self.ctx, self.clock())
+
     def _notify(self) -> None:
         # Sent on a thread of their own: a slow or hanging webhook never delays the next
         # fire or claim (each delivery has its own timeout; one sender at a time).
@@ -99,10 +110,10 @@ class SchedulerService:
         while not done.is_set():
             self._notify_due.wait(NOTIFY_INTERVAL)
             self._notify_due.clear()
-            if done.is_set() or self.notifier is None:
+            if done.is_set():
                 continue
             try:
-                alerts.dispatch_notifications(self.ctx, self.notifier)
+                notifications.dispatch(self.ctx, self.notify_since)
             except DatabaseError as exc:
                 logger.info("notifications wait for the database: %s", exc)
             except Exception:  # a bug or a hiccup must not stop the notifications

@@ -14,6 +14,7 @@ from backapp.domain.config import BackupConfig, ConfigFile, parse_config, slugif
 from backapp.domain.schedule import Schedule
 from backapp.engine.layout import BackupInfo
 from backapp.errors import ConfigError, ConflictError, NotFoundError
+from backapp.services import notify_targets
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,17 @@ def create(session: Session, document: Any, now: datetime | None = None) -> Conf
         next_verify_at=next_verify(parsed, now),
     )
     repo.add(session, config)
+    _store_notify(session, config, parsed)
     return config
+
+
+def _store_notify(session: Session, config: Config, parsed: BackupConfig) -> None:
+    """Keep the notification URLs (secrets) out of the stored document: they become the
+    config's targets, and the document holds their masked form. Raise ConfigError."""
+    notify = notify_targets.store_config_targets(session, config.id, parsed.options.notify)
+    if notify != parsed.options.notify:
+        options = parsed.options.model_copy(update={"notify": notify})
+        config.document = parsed.model_copy(update={"options": options}).to_json_dict()
 
 
 def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -196,6 +207,7 @@ def update(
         parsed.options.verify_schedule != previous.options.verify_schedule or schedule_changed
     )
     config.document = parsed.to_json_dict()
+    _store_notify(session, config, parsed)
     config.name = parsed.name
     config.enabled = parsed.enabled
     config.version += 1
@@ -211,6 +223,7 @@ def update(
 def delete(session: Session, config_id: str) -> None:
     """Given an id, delete the config (its runs and stored backups stay). Raise NotFoundError."""
     repo.delete(session, get(session, config_id))
+    notify_targets.delete_config_targets(session, config_id)
 
 
 def existing_ids(session: Session, ids: set[str]) -> set[str]:

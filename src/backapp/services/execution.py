@@ -375,6 +375,11 @@ class RunExecutor:
                         config_id=job.config_id,
                         config_name=job.config_name,
                         run_id=job.run_id,
+                        run_kind=job.kind,
+                    )
+                elif status == "completed":  # resolves its alerts, says so
+                    alerts.after_success(
+                        session, job.config_id, job.config_name, job.kind, job.run_id
                     )
             return None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.orm import Session
 
 from backapp.db.models import Alert
@@ -24,49 +24,47 @@ def get(session: Session, alert_id: str) -> Alert | None:
     return session.get(Alert, alert_id)
 
 
+def _open() -> ColumnElement[bool]:
+    # Open: nobody acknowledged it and no later success resolved it.
+    return and_(Alert.acknowledged_at.is_(None), Alert.resolved_at.is_(None))
+
+
 def list_alerts(session: Session, *, open_only: bool, limit: int) -> list[Alert]:
-    """Return alerts, newest first (only unacknowledged ones if asked)."""
+    """Return alerts, newest first (only open ones if asked)."""
     query = select(Alert)
     if open_only:
-        query = query.where(Alert.acknowledged_at.is_(None))
+        query = query.where(_open())
     return list(session.scalars(query.order_by(Alert.created_at.desc()).limit(limit)))
 
 
 def count_open(session: Session) -> int:
-    """Return how many alerts are not acknowledged."""
-    query = select(func.count()).where(Alert.acknowledged_at.is_(None))
+    """Return how many alerts are open (neither acknowledged nor resolved)."""
+    query = select(func.count()).where(_open())
     return int(session.scalar(query) or 0)
 
 
-def pending_notifications(session: Session, max_attempts: int, limit: int = 20) -> list[str]:
-    """Return ids of alerts not yet notified (and not given up on), oldest first."""
-    query = (
-        select(Alert.id)
-        .where(Alert.notified_at.is_(None), Alert.notify_attempts < max_attempts)
-        .order_by(Alert.created_at)
-        .limit(limit)
+def unresolved_for(session: Session, config_id: str, run_kind: str) -> list[Alert]:
+    """Given a config and a run kind, return its unresolved alerts, oldest first."""
+    query = select(Alert).where(
+        Alert.config_id == config_id, Alert.run_kind == run_kind, Alert.resolved_at.is_(None)
     )
-    return list(session.scalars(query))
+    return list(session.scalars(query.order_by(Alert.created_at)))
 
 
-def claim_notification(session: Session, alert_id: str, now: datetime) -> bool:
-    """Given an alert, mark it as being notified; return whether this caller got it."""
+def has_unresolved(session: Session, config_id: str, kind: str) -> bool:
+    """Given a config and an alert kind, return whether such an alert is unresolved."""
+    query = select(Alert.id).where(
+        Alert.config_id == config_id, Alert.kind == kind, Alert.resolved_at.is_(None)
+    )
+    return session.scalar(query.limit(1)) is not None
+
+
+def acknowledge_open(session: Session, username: str, now: datetime) -> int:
+    """Given who acknowledges, mark every open alert acknowledged; return how many."""
     result = session.execute(
         update(Alert)
-        .where(Alert.id == alert_id, Alert.notified_at.is_(None))
-        .values(notified_at=now)
+        .where(_open())
+        .values(acknowledged_at=now, acknowledged_by=username)
         .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
-
-
-def release_notification(
-    session: Session, alert_id: str, error: str, *, give_up: bool, max_attempts: int
-) -> None:
-    """Given an alert whose notification failed, record why and allow a retry (or give up)."""
-    alert = session.get(Alert, alert_id)
-    if alert is None:
-        return
-    alert.notify_attempts = max_attempts if give_up else alert.notify_attempts + 1
-    alert.notify_error = error
-    alert.notified_at = None
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -227,3 +227,11 @@ def last_runs_per_config(session: Session) -> list[Run]:
         newest, (Run.config_id == newest.c.config_id) & (Run.queued_at == newest.c.queued_at)
     )
     return list(session.scalars(query))
+
+
+def last_completed_at(session: Session, config_id: str, kind: str) -> datetime | None:
+    """Given a config and a run kind, return when its newest completed run ended (or None)."""
+    query = select(func.max(Run.completed_at)).where(
+        Run.config_id == config_id, Run.kind == kind, Run.status == "completed"
+    )
+    return session.scalar(query)
