@@ -21,9 +21,12 @@ from typing import Any
 from backapp import __version__
 from backapp.domain.config import BackupConfig
 from backapp.engine.archiver import EntryArchiver
+from backapp.engine.blockbackup import BlockBackupJob
+from backapp.engine.blockstore import BlockWriter
 from backapp.engine.compress import DEFAULT_BLOCK_SIZE, BlockPipeline, Codec, codec_for
 from backapp.engine.crypto import DEFAULT_SEGMENT_SIZE, Encryptor, MasterKey, encrypted_size
 from backapp.engine.layout import (
+    FORMAT_VERSION,
     BackupInfo,
     CompressionInfo,
     Repository,
@@ -112,9 +115,11 @@ def run_backup(
     block_size: int = DEFAULT_BLOCK_SIZE,
     segment_size: int = DEFAULT_SEGMENT_SIZE,
     workers: int | None = None,
+    format_version: int = FORMAT_VERSION,
 ) -> BackupResult:
     """Given a config, its storage and its folder there (``slug``, from the config's
-    identity), back up its sources and return the result.
+    identity), back up its sources and return the result (in storage format 2; format 1
+    is written only for tests of what older releases wrote).
 
     Raise EncryptionKeyError (before anything is uploaded), SourceError, StorageError,
     CancelledError; on any failure, whatever was uploaded is removed again.
@@ -130,11 +135,12 @@ def run_backup(
     cancel = cancel or CancelToken()
     started_wall = (now or datetime.now(UTC)).astimezone(UTC)
     started = time.monotonic()
-    repo = Repository(storage, config.destination.prefix, slug)
+    repo = Repository(storage, config.destination.prefix, slug, master)
     backup_id = backup_id or new_backup_id(started_wall)
     with RepoLock(repo, "backup", backup_id) as lock:
         cleanup_note = _clean_up(repo, lock)
-        result = _run_locked(
+        run = _run_locked if format_version == 1 else _run_blocks
+        result = run(
             config,
             repo,
             master,
@@ -159,6 +165,115 @@ def _clean_up(repo: Repository, lock: RepoLock) -> str:
         notes.append(f"removed {removed} object(s) ({freed} bytes) left by interrupted runs")
         logger.info("backups of %s: %s", repo.location, notes[-1])
     return "; ".join(notes)
+
+
+def _run_blocks(
+    config: BackupConfig,
+    repo: Repository,
+    master: MasterKey | None,
+    backup_id: str,
+    started_wall: datetime,
+    started: float,
+    cancel: CancelToken,
+    progress: ProgressCallback | None,
+    block_size: int,
+    segment_size: int,
+    workers: int | None,
+) -> BackupResult:
+    """A format-2 backup (under the lock): blocks, packs, index, then the marker."""
+    opts = config.options
+    codec = codec_for(opts.compression, opts.compression_algorithm, opts.compression_level)
+    counters = _Counters()
+    state = Progress(phase="backing up")
+    report = Throttle(progress)
+    skips = SkipLog()
+
+    def on_transfer(n: int) -> None:
+        counters.add(n)
+        state.bytes_transferred = counters.transferred
+        report(state)
+
+    writer = BlockWriter(
+        repo,
+        codec,
+        workers=workers or min(4, os.cpu_count() or 2),
+        on_transfer=on_transfer,
+        interrupt=cancel.raise_if_cancelled,
+    )
+    parent: ParentCursor | None = None
+    counter = _start_counting(config, state, cancel) if progress is not None else None
+    remove = True
+    try:
+        parent, parent_note = choose_parent(
+            repo, opts.type, opts.full_every, master, index=writer.index
+        )
+        logger.info(
+            "backup %s of %r started (%s%s)",
+            backup_id,
+            config.name,
+            "incremental on " + parent.info.backup_id if parent else "full",
+            ", encrypted" if master else "",
+        )
+        job = BlockBackupJob(
+            config=config,
+            repo=repo,
+            backup_id=backup_id,
+            codec=codec,
+            writer=writer,
+            cancel=cancel,
+            progress=state,
+            report=report,
+            parent=parent,
+            skips=skips,
+        )
+        info, marker = job.run(started_wall)
+        cancel.raise_if_cancelled()
+        try:
+            repo.commit(info, marker)
+        except StorageError:
+            landed = repo.holds_marker(info, marker)
+            if landed is None:
+                remove = False  # a marker may name the packs: the next prune decides
+                raise
+            if not landed:
+                raise
+            logger.warning("backup %s: the commit marker landed; its reply was lost", backup_id)
+        remove = False  # committed: what the marker names stays
+        counters.add(len(marker))
+    except BaseException:
+        writer.abort()
+        if remove:
+            writer.remove_written()
+        raise
+    finally:
+        writer.close()
+        if counter is not None:
+            counter.set()
+        if parent is not None:
+            parent.close()
+    state.phase = "completed"
+    state.counting = False
+    report(state, force=True)
+    duration = time.monotonic() - started
+    if parent is not None and parent.problem is not None:
+        parent_note += f"; the parent's manifest is damaged part-way ({parent.problem}): "
+        parent_note += "what follows the damage was read and stored anew"
+    logger.info(
+        "backup %s completed: %d files, %d bytes read, %d bytes stored, %.1fs",
+        backup_id,
+        info.stats.files,
+        info.stats.total_bytes,
+        info.stats.stored_bytes,
+        duration,
+    )
+    return BackupResult(
+        backup_id=backup_id,
+        info=info,
+        skips=skips,
+        bytes_transferred=counters.transferred,
+        duration_seconds=duration,
+        parent_note=parent_note,
+    )
 
 
 def _run_locked(
@@ -276,7 +391,8 @@ class _BackupJob:
                 "backupId": self.backup_id,
                 "blockSize": self.block_size,
                 "compression": self.codec.algorithm,
-            }
+            },
+            version=1,
         )
         committed: list[str] = []
         try:
@@ -304,6 +420,7 @@ class _BackupJob:
             self.stats.stored_bytes = data_obj.size + manifest_info.size
             self.stats.files_skipped = self.skips.count
             info = BackupInfo(
+                format_version=1,
                 backup_id=self.backup_id,
                 config_name=self.config.name,
                 config_slug=self.repo.base.rsplit("/", 1)[-1],
@@ -370,10 +487,11 @@ class _BackupJob:
         """Write the commit marker; if its reply was lost, check whether it landed. If that
         cannot be told, the objects stay (``committed`` is emptied): a marker may point to
         them, and the next run's cleanup removes them if none does."""
+        marker = self.repo.marker(info)
         try:
-            self.repo.commit(info)
+            self.repo.commit(info, marker)
         except StorageError:
-            landed = self.repo.holds_marker(info)
+            landed = self.repo.holds_marker(info, marker)
             if landed is None:
                 committed.clear()
                 raise

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import zstandard
 
@@ -105,6 +105,18 @@ def _zstd_decompressor() -> Any:
     return _local.zd
 
 
+def codec_named(algorithm: str) -> Codec:
+    """Given an algorithm's name as stored ("gzip", "zstd", "none"), return a Codec to
+    decompress with. Raise ArchiveError for any other name."""
+    if algorithm == "gzip":
+        return Codec("gzip", None)
+    if algorithm == "zstd":
+        return Codec("zstd", None)
+    if algorithm == "none":
+        return Codec("none", None)
+    raise ArchiveError(f"unknown compression {algorithm[:20]!r}")
+
+
 def codec_for(compression: bool, algorithm: str, level: int) -> Codec:
     """Given a config's compression options, return the Codec."""
     if not compression:
@@ -118,7 +130,11 @@ class _Aborted(Exception):
     """Private marker: the pipeline was stopped by its caller (not a failure to report)."""
 
 
-class BlockPipeline:
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
+
+
+class BlockPipeline(Generic[_In, _Out]):
     """Compresses blocks on a thread pool and hands them, in order, to ``sink`` on a thread
     of its own, so the caller only reads files while compression, encryption and upload
     happen beside it. At most ``depth`` blocks wait, which bounds memory.
@@ -130,8 +146,8 @@ class BlockPipeline:
 
     def __init__(
         self,
-        compress: Callable[[bytes | bytearray], bytes],
-        sink: Callable[[bytes], None],
+        compress: Callable[[_In], _Out],
+        sink: Callable[[_Out], None],
         *,
         workers: int = 2,
         depth: int = 4,
@@ -141,14 +157,14 @@ class BlockPipeline:
         self._interrupt = interrupt
         self._sink = sink
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="backapp-block")
-        self._queue: queue.Queue[Future[bytes] | None] = queue.Queue(maxsize=max(1, depth))
+        self._queue: queue.Queue[Future[_Out] | None] = queue.Queue(maxsize=max(1, depth))
         self._error: BaseException | None = None
         self.submitted = 0
         self.delivered = 0
         self._thread = threading.Thread(target=self._drain, name="backapp-upload", daemon=True)
         self._thread.start()
 
-    def submit(self, block: bytes | bytearray) -> None:
+    def submit(self, block: _In) -> None:
         """Given the next block, queue it (waiting while the pipeline is full). Re-raise a
         failure of the compression or sink side, or what ``interrupt`` raises meanwhile."""
         self._raise()

@@ -1,8 +1,10 @@
 """Where a config's backups live in storage, and the commit marker ``backup.json``.
 
-    {prefix}/{config-slug}/{backup-id}/backup.json                 commit marker, plain JSON
-    {prefix}/{config-slug}/{backup-id}/manifest.json.gz[.enc]     every entry of the snapshot
-    {prefix}/{config-slug}/{backup-id}/data.tar.gz[.enc]           the archive (.tar / .tar.zst)
+    {prefix}/{config-slug}/{backup-id}/backup.json                 commit marker, JSON
+    {prefix}/{config-slug}/packs/{nn}/{pack}                       format 2: blocks, packed
+    {prefix}/{config-slug}/index/{index}                           format 2: where blocks lie
+    {prefix}/{config-slug}/{backup-id}/manifest.json.gz[.enc]     format 1: the entries
+    {prefix}/{config-slug}/{backup-id}/data.tar.gz[.enc]           format 1: the archive
 
 A backup exists only once its ``backup.json`` exists: it is written last, and
 deleted first.
@@ -21,9 +23,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
+from backapp.engine.crypto import MasterKey
+from backapp.engine.format.keys import FolderKeys
+from backapp.engine.format.marker import marker_bytes, open_marker, public_part
 from backapp.errors import (
     ArchiveError,
     BackupNotFoundError,
+    EncryptionKeyError,
     IntegrityError,
     ObjectNotFoundError,
     StorageError,
@@ -33,7 +39,8 @@ from backapp.storage import Storage, join_key
 
 MARKER = "backup.json"
 MAX_MARKER = 1024 * 1024  # a real one is a few KiB
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+FORMAT_VERSIONS = (1, 2)
 _ID_RE = re.compile(r"^\d{8}T\d{6}(\.\d{3})?Z-[0-9a-f]{6}$")
 
 
@@ -117,8 +124,11 @@ class BackupInfo(_Doc):
     completed_at: datetime
     encrypted: bool
     compression: CompressionInfo
-    manifest: StoredObject
-    data: StoredObject
+    manifest: StoredObject | None = None  # format 1
+    data: StoredObject | None = None  # format 1
+    manifest_blocks: list[tuple[str, int]] | None = None  # format 2: the manifest's blocks
+    tar_size: int = 0  # format 2: bytes of the tar stream its blocks make
+    stored_bytes: int = 0  # format 2: bytes this backup added to storage
     stats: BackupStats
     sources: list[str]
     host: str = ""
@@ -146,16 +156,30 @@ class BackupInfo(_Doc):
             raise ValueError(f"requires {bad[0]!r}, which is not a backup id")
         return value
 
-    def to_bytes(self) -> bytes:
-        """Return the JSON document stored as ``backup.json``."""
+    def to_bytes(self, keys: FolderKeys | None = None) -> bytes:
+        """Return the JSON document stored as ``backup.json`` (format 2: sealed with the
+        folder's keys, so two calls give different bytes when encrypted)."""
         doc = self.model_dump(mode="json", by_alias=True)
+        if self.format_version >= 2:
+            assert keys is not None
+            return marker_bytes(keys, self.backup_id, doc)
         return (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode()
 
 
-def parse_marker(raw: bytes, backup_id: str) -> BackupInfo:
-    """Given the bytes of a ``backup.json`` and the id of its folder, return the BackupInfo.
+class SealedBackupError(EncryptionKeyError):
+    """A format-2 backup is encrypted and no key was given: only its public part is known."""
 
-    Raise ArchiveError (damaged, or not this folder's), UnsupportedFormatError.
+    def __init__(self, message: str, public: dict[str, object]) -> None:
+        super().__init__(message)
+        self.public = public
+
+
+def parse_marker(raw: bytes, backup_id: str, keys: FolderKeys | None = None) -> BackupInfo:
+    """Given the bytes of a ``backup.json``, the id of its folder (and the folder's keys:
+    format 2), return the BackupInfo.
+
+    Raise ArchiveError (damaged, or not this folder's), TamperedError, UnsupportedFormatError,
+    SealedBackupError (format 2, encrypted, no key).
     """
     try:
         doc = json.loads(raw)
@@ -164,11 +188,18 @@ def parse_marker(raw: bytes, backup_id: str) -> BackupInfo:
     if not isinstance(doc, dict):
         raise ArchiveError(f"backup {backup_id}: backup.json is damaged (not an object)")
     version = doc.get("formatVersion")
-    if version != FORMAT_VERSION:
+    if version not in FORMAT_VERSIONS or type(version) is not int:
         raise UnsupportedFormatError(
-            f"backup {backup_id} has storage format {version!r}; this BackApp reads format "
-            f"{FORMAT_VERSION} (was it written by a newer BackApp?)"
+            f"backup {backup_id} has storage format {version!r}; this BackApp reads formats "
+            "1 and 2 (was it written by a newer BackApp?)"
         )
+    if version == 2:
+        try:
+            doc = open_marker(keys, backup_id, doc)
+        except EncryptionKeyError as exc:
+            raise SealedBackupError(str(exc), public_part(doc)) from None
+        if doc.get("formatVersion") != 2:
+            raise ArchiveError(f"backup {backup_id}: backup.json is damaged (formatVersion)")
     try:
         info = BackupInfo.model_validate(doc)
     except ValidationError as exc:
@@ -182,6 +213,15 @@ def parse_marker(raw: bytes, backup_id: str) -> BackupInfo:
             f"backup {backup_id}: backup.json describes backup {info.backup_id} "
             "(moved or copied from another folder)"
         )
+    if version == 2 and keys is not None and info.config_slug != keys.slug:
+        raise ArchiveError(
+            f"backup {backup_id}: backup.json belongs to config folder {info.config_slug!r}, "
+            f"not {keys.slug!r} (moved or copied from another config)"
+        )
+    if version == 2 and info.manifest_blocks is None:
+        raise ArchiveError(f"backup {backup_id}: backup.json names no manifest")
+    if version == 1 and (info.manifest is None or info.data is None):
+        raise ArchiveError(f"backup {backup_id}: backup.json names no manifest or archive")
     return info
 
 
@@ -192,14 +232,29 @@ class ListedBackup:
     backup_id: str
     info: BackupInfo | None
     problem: str | None
+    public: dict[str, object] | None = None  # format 2 without the key: ids, times, sizes
 
 
 class Repository:
     """The backups of one config in one storage, under ``{prefix}/{slug}``."""
 
-    def __init__(self, storage: Storage, prefix: str, slug: str) -> None:
+    def __init__(
+        self, storage: Storage, prefix: str, slug: str, master: MasterKey | None = None
+    ) -> None:
         self.storage = storage
         self.base = join_key(prefix, slug)
+        self.slug = slug
+        self.master = master
+        self.keys = FolderKeys.derive(master, slug)
+
+    def with_key(self, master: MasterKey | None) -> Repository:
+        """Given the key (None: none), return this repository opened with it (itself if
+        it was opened with it already)."""
+        if master is self.master or master is None:
+            return self
+        repo = Repository(self.storage, "", self.slug, master)
+        repo.base = self.base
+        return repo
 
     @property
     def location(self) -> str:
@@ -231,7 +286,7 @@ class Repository:
             raise BackupNotFoundError(f"backup {backup_id} not found in {self.location}") from exc
         if len(raw) > MAX_MARKER:
             raise ArchiveError(f"backup {backup_id}: backup.json is damaged (far too large)")
-        return parse_marker(raw, backup_id)
+        return parse_marker(raw, backup_id, self.keys)
 
     def scan(self) -> list[ListedBackup]:
         """Return every committed backup, oldest first, each with its info or its problem."""
@@ -239,6 +294,8 @@ class Repository:
         for backup_id in self.ids():
             try:
                 found.append(ListedBackup(backup_id, self.load(backup_id), None))
+            except SealedBackupError as exc:
+                found.append(ListedBackup(backup_id, None, str(exc), exc.public))
             except (IntegrityError, BackupNotFoundError) as exc:
                 found.append(ListedBackup(backup_id, None, str(exc)))
         return found
@@ -263,15 +320,21 @@ class Repository:
             raise BackupNotFoundError(f"backup id {ref!r} is ambiguous: {', '.join(matches)}")
         raise BackupNotFoundError(f"backup {ref!r} not found in {self.location}")
 
-    def commit(self, info: BackupInfo) -> None:
-        """Given a finished backup's info, write its commit marker (the last write)."""
-        self.storage.put_bytes(self.key(info.backup_id, MARKER), info.to_bytes())
+    def marker(self, info: BackupInfo) -> bytes:
+        """Given a finished backup's info, return the bytes of its commit marker."""
+        return info.to_bytes(self.keys)
 
-    def holds_marker(self, info: BackupInfo) -> bool | None:
-        """Given a backup's info, return whether storage holds exactly its commit marker
-        (used when the reply to writing it was lost); None if storage cannot say now."""
+    def commit(self, info: BackupInfo, marker: bytes) -> None:
+        """Given a finished backup's info and its marker's bytes, write the marker (the
+        last write)."""
+        self.storage.put_bytes(self.key(info.backup_id, MARKER), marker)
+
+    def holds_marker(self, info: BackupInfo, marker: bytes) -> bool | None:
+        """Given a backup's info and its marker's bytes, return whether storage holds
+        exactly that marker (used when the reply to writing it was lost); None if storage
+        cannot say now."""
         try:
-            return self.storage.get_bytes(self.key(info.backup_id, MARKER)) == info.to_bytes()
+            return self.storage.get_bytes(self.key(info.backup_id, MARKER)) == marker
         except ObjectNotFoundError:
             return False
         except StorageError:
@@ -337,6 +400,6 @@ def newest_per_folder(storage: Storage, prefix: str) -> dict[str, BackupInfo | N
             try:
                 found[slug] = repo.load(backup_id)
                 break
-            except (IntegrityError, BackupNotFoundError):
+            except (IntegrityError, BackupNotFoundError, SealedBackupError):
                 continue
     return found

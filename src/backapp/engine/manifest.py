@@ -28,7 +28,8 @@ from typing import IO, Any
 from backapp.engine.layout import is_backup_id
 from backapp.errors import ArchiveError, UnsupportedFormatError
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+MANIFEST_VERSIONS = (1, 2)
 MAX_LINE = 16 * 1024 * 1024  # far beyond any real entry (attributes included)
 _SPOOL_MAX = 16 * 1024 * 1024
 
@@ -83,6 +84,9 @@ class Entry:
     partial: bool = False
     sparse: bool = False
     xattrs: dict[str, bytes] | None = None
+    # Format 2: the blocks holding a file's bytes, and the block of its tar header.
+    blocks: list[tuple[str, int]] | None = None
+    header: tuple[str, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Return the manifest line of this entry."""
@@ -97,7 +101,10 @@ class Entry:
         if self.type == "file":
             doc["size"] = self.size
             doc["sha256"] = self.sha256
-            doc["offset"] = self.offset
+            if self.blocks is not None:
+                doc["blocks"] = [list(b) for b in self.blocks]
+            else:
+                doc["offset"] = self.offset
             if self.backup:
                 doc["backup"] = self.backup
             if self.partial:
@@ -111,6 +118,8 @@ class Entry:
             doc["ctime"] = self.ctime_ns
         if self.xattrs:
             doc["xattrs"] = {k: base64.b64encode(v).decode() for k, v in self.xattrs.items()}
+        if self.header is not None:
+            doc["h"] = list(self.header)
         return doc
 
     @classmethod
@@ -147,6 +156,7 @@ class Entry:
             if offset is not None:
                 _int(offset, "offset", 0, _MAX_NS)
             xattrs = get("xattrs")
+            blocks, header = get("blocks"), get("h")
             entry = cls(
                 path,  # type: ignore[arg-type]
                 doc["type"],
@@ -164,6 +174,8 @@ class Entry:
                 get("partial", False) is True,
                 get("sparse", False) is True,
                 None if xattrs is None else _xattrs(xattrs),
+                None if blocks is None else _block_list(blocks, size),
+                None if header is None else _block_ref(header),
             )
             entry._check()
         except KeyError as exc:
@@ -176,8 +188,10 @@ class Entry:
         kind = self.type
         if kind == "file":
             sha = self.sha256
-            if self.offset is None or type(sha) is not str:
+            if (self.offset is None and self.blocks is None) or type(sha) is not str:
                 raise ArchiveError("a file without its data location (offset, sha256)")
+            if self.blocks is not None and (self.offset is not None or self.backup is not None):
+                raise ArchiveError("a file with both blocks and an archive offset")
             if len(sha) != 64 or sha.strip(_HEX):
                 raise ArchiveError("sha256 is not a SHA-256 digest")
             backup = self.backup
@@ -222,6 +236,27 @@ def _int(value: Any, name: str, low: int, high: int) -> int:
     return value
 
 
+def _block_ref(doc: Any) -> tuple[str, int]:
+    """Given a manifest's [block id, size], return it checked. Raise ArchiveError."""
+    if not isinstance(doc, list) or len(doc) != 2:
+        raise ArchiveError("a block reference is not [id, size]")
+    block_id, size = doc
+    if type(block_id) is not str or len(block_id) != 64 or block_id.strip(_HEX):
+        raise ArchiveError(f"block id {str(block_id)[:70]!r} is malformed")
+    return block_id, _int(size, "block size", 0, 2**31)
+
+
+def _block_list(doc: Any, size: int) -> list[tuple[str, int]]:
+    """Given a file's block list and its size, return the list checked: the blocks' sizes
+    add up to the file's. Raise ArchiveError."""
+    if not isinstance(doc, list):
+        raise ArchiveError("blocks is not a list")
+    blocks = [_block_ref(b) for b in doc]
+    if sum(n for _, n in blocks) != size:
+        raise ArchiveError(f"its blocks hold {sum(n for _, n in blocks)} bytes, its size is {size}")
+    return blocks
+
+
 def _xattrs(doc: Any) -> dict[str, bytes] | None:
     if doc is None:
         return None
@@ -256,8 +291,11 @@ class EntryRules:
       after the pass: ``links`` holds what each link needs).
     """
 
-    def __init__(self, backup_id: str, requires: Iterable[str] | None = None) -> None:
+    def __init__(
+        self, backup_id: str, requires: Iterable[str] | None = None, version: int = 1
+    ) -> None:
         self.backup_id = backup_id
+        self.version = version
         self.requires = None if requires is None else frozenset(requires)
         self._last: str | None = None
         self._barrier: tuple[str, str] | None = None  # (path + "/", its type)
@@ -279,6 +317,8 @@ class EntryRules:
             and entry.backup not in self.requires
         ):
             return f"its data is in backup {entry.backup}, which this backup does not require"
+        if entry.type == "file" and (entry.blocks is not None) != (self.version >= 2):
+            return f"its data location is not of storage format {self.version}"
         if entry.type == "hardlink":
             assert entry.target is not None
             if order_key(entry.target) >= key:
@@ -306,13 +346,14 @@ class Trailer:
 class ManifestWriter:
     """Collects entries into a gzip'd spool file (memory stays small for any count)."""
 
-    def __init__(self, header: dict[str, Any]) -> None:
-        self._rules = EntryRules(str(header.get("backupId", "")))
+    def __init__(self, header: dict[str, Any], version: int = MANIFEST_VERSION) -> None:
+        self.version = version
+        self._rules = EntryRules(str(header.get("backupId", "")), version=version)
         self._spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL_MAX)  # noqa: SIM115
         self._gz = gzip.GzipFile(fileobj=self._spool, mode="wb", compresslevel=6, mtime=0)
         self._count = 0
         self._pending: list[bytes] = []  # lines are compressed in batches: far fewer calls
-        self._line({"manifest": MANIFEST_VERSION, **header})
+        self._line({"manifest": version, **header})
 
     def add(self, entry: Entry) -> None:
         """Given an entry, append it. Raise ArchiveError if restore would refuse it."""
@@ -377,11 +418,12 @@ class ManifestReader:
         first = self._next()
         if first is None or "manifest" not in first:
             raise ArchiveError(f"{name} is not a BackApp manifest")
-        if first.get("manifest") != MANIFEST_VERSION:
+        if first.get("manifest") not in MANIFEST_VERSIONS:
             raise UnsupportedFormatError(
                 f"{name} has manifest version {first.get('manifest')!r}; this BackApp reads "
-                f"version {MANIFEST_VERSION} (a newer BackApp wrote it?)"
+                f"versions 1 and 2 (a newer BackApp wrote it?)"
             )
+        self.version: int = first["manifest"]
         self.header: dict[str, Any] = first
         self.trailer: Trailer | None = None
         self.lines = 0

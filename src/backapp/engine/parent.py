@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
+from backapp.engine.blockstore import BlockFetcher, load_index, spool_blocks
 from backapp.engine.crypto import MasterKey
+from backapp.engine.format.blockindex import BlockIndex
 from backapp.engine.layout import BackupInfo, Repository
 from backapp.engine.manifest import Entry, ManifestReader, order_key
 from backapp.engine.objects import read_object
@@ -24,18 +26,32 @@ from backapp.errors import ArchiveError, BackupNotFoundError, IntegrityError, Ob
 logger = logging.getLogger(__name__)
 
 
-def open_manifest(repo: Repository, info: BackupInfo, master: MasterKey | None) -> ManifestReader:
+def open_manifest(
+    repo: Repository, info: BackupInfo, master: MasterKey | None, index: BlockIndex | None = None
+) -> ManifestReader:
     """Given a backup, return a reader over its manifest, spooled locally first.
 
     Spooling keeps a slow consumer from holding a storage connection open. Raise
     StorageError, EncryptionKeyError, IntegrityError.
     """
-    spool = spool_manifest(repo, info, master)
+    spool = spool_manifest(repo, info, master, index)
     return ManifestReader(spool, f"manifest of backup {info.backup_id}")
 
 
-def spool_manifest(repo: Repository, info: BackupInfo, master: MasterKey | None) -> IO[bytes]:
-    """Given a backup, download its manifest (decrypted, still gzip'd) to a local spool file."""
+def spool_manifest(
+    repo: Repository, info: BackupInfo, master: MasterKey | None, index: BlockIndex | None = None
+) -> IO[bytes]:
+    """Given a backup (and, for format 2, the folder's block index if loaded already),
+    download its manifest (decrypted, still gzip'd) to a local spool file."""
+    if info.format_version >= 2:
+        assert info.manifest_blocks is not None
+        label = f"manifest of backup {info.backup_id}"
+        if index is not None:
+            return spool_blocks(BlockFetcher(repo, index), info.manifest_blocks, label)
+        loaded, _ = load_index(repo)
+        with loaded:
+            return spool_blocks(BlockFetcher(repo, loaded), info.manifest_blocks, label)
+    assert info.manifest is not None
     spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024)  # noqa: SIM115
     try:
         source = as_file(
@@ -174,7 +190,11 @@ class ParentCursor:
 
 
 def choose_parent(
-    repo: Repository, kind: str, full_every: int, master: MasterKey | None
+    repo: Repository,
+    kind: str,
+    full_every: int,
+    master: MasterKey | None,
+    index: BlockIndex | None = None,
 ) -> tuple[ParentCursor | None, str]:
     """Given a config's backup type, return the parent to build on (or None) and why.
 
@@ -197,11 +217,15 @@ def choose_parent(
         return None, f"every {full_every}th backup is full"
     if info.encrypted != (master is not None):
         return None, "encryption setting changed since the last backup: full"
-    problem = _chain_problem(repo, info)
+    if index is not None and info.format_version < 2:
+        return None, "the last backup is in storage format 1: the first format-2 backup is full"
+    if index is None and info.format_version >= 2:
+        return None, "the last backup is in storage format 2: a format-1 backup is full"
+    problem = _chain_problem(repo, info) if info.format_version < 2 else None
     if problem is not None:
         return _damaged(info.backup_id, problem)
     try:
-        cursor = ParentCursor(info, spool_manifest(repo, info, master))
+        cursor = ParentCursor(info, spool_manifest(repo, info, master, index))
     except (IntegrityError, ObjectNotFoundError) as exc:
         return _damaged(info.backup_id, f"its manifest is unreadable ({exc})")
     return cursor, f"incremental on {info.backup_id}"
@@ -223,6 +247,8 @@ def _chain_problem(repo: Repository, info: BackupInfo) -> str | None:
             return f"it requires backup {required}: {exc}"
     for member in chain:
         for obj in (member.data, member.manifest):
+            if obj is None:
+                return f"backup {member.backup_id} names no archive or manifest"
             key = repo.key(member.backup_id, obj.name)
             head = repo.storage.head(key)
             if head is None:

@@ -70,6 +70,7 @@ class ArchiveReader:
         """
         self.repo = repo
         self.info = info
+        assert info.data is not None
         self.key = repo.key(info.backup_id, info.data.name)
         self.name = f"{info.data.name} of backup {info.backup_id}"
         self.codec = Codec(info.compression.algorithm, info.compression.level)

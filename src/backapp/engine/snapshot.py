@@ -18,7 +18,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import IO
 
+from backapp.engine.blockreader import BlockArchiveReader
+from backapp.engine.blockstore import BlockFetcher, load_index
 from backapp.engine.crypto import HEADER_SIZE, MasterKey, key_matches
+from backapp.engine.format.blockindex import BlockIndex
 from backapp.engine.layout import BackupInfo, Repository
 from backapp.engine.manifest import Entry, EntryRules, ManifestReader, Trailer
 from backapp.engine.parent import spool_manifest
@@ -49,12 +52,15 @@ class Snapshot:
         Raise BackupNotFoundError, IntegrityError (damaged or unknown marker or manifest),
         EncryptionKeyError (encrypted and no key), WrongKeyError, StorageError.
         """
+        repo = repo.with_key(master)
         self.repo = repo
         self.master = master
         self.backup_id = backup_id
         self.info = info or repo.load(backup_id)
         self.name = f"manifest of backup {backup_id}"
-        self.manifest_key = repo.key(backup_id, self.info.manifest.name)
+        self.version = self.info.format_version
+        manifest = self.info.manifest.name if self.info.manifest else "backup.json"
+        self.manifest_key = repo.key(backup_id, manifest)
         if self.info.encrypted and master is None:
             raise EncryptionKeyError(
                 f"backup {backup_id} is encrypted: set BACKUP_ENCRYPTION_KEY to the key it "
@@ -62,7 +68,15 @@ class Snapshot:
             )
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
-        self._spool = self._download()
+        self.index: BlockIndex | None = None
+        self.index_problems: list[tuple[str, str]] = []
+        if self.version >= 2:
+            self.index, self.index_problems = load_index(repo)
+        try:
+            self._spool = self._download()
+        except BaseException:
+            self.close()
+            raise
         try:
             self.header = ManifestReader(self._spool, self.name).header
             self._check_header()
@@ -82,12 +96,19 @@ class Snapshot:
         self.close()
 
     def close(self) -> None:
-        """Release the local copy of the manifest."""
-        self._spool.close()
+        """Release the local copy of the manifest (and of the block index)."""
+        if hasattr(self, "_spool"):
+            self._spool.close()
+        if self.index is not None:
+            self.index.close()
+            self.index = None
 
     # -- opening -----------------------------------------------------------------
 
     def _download(self) -> IO[bytes]:
+        if self.version >= 2:
+            return spool_manifest(self.repo, self.info, self.master, self.index)
+        assert self.info.manifest is not None
         try:
             return spool_manifest(self.repo, self.info, self.master)
         except WrongKeyError:
@@ -108,7 +129,7 @@ class Snapshot:
             raise
 
     def _data_key_matches(self) -> bool:
-        assert self.master is not None
+        assert self.master is not None and self.info.data is not None
         key = self.repo.key(self.backup_id, self.info.data.name)
         try:
             header = b"".join(self.repo.storage.get(key, 0, HEADER_SIZE))
@@ -117,6 +138,14 @@ class Snapshot:
         return key_matches(self.master, header) is True
 
     def _check_header(self) -> None:
+        if self.version >= 2:
+            for field, want in (("backupId", self.backup_id), ("configSlug", self.repo.slug)):
+                if self.header.get(field) != want:
+                    raise IntegrityError(
+                        f"{self.name} names {field} {self.header.get(field)!r}, not {want!r} "
+                        "(it belongs to another backup)"
+                    )
+            return
         block_size = self.header.get("blockSize")
         if block_size != self.info.compression.block_size:
             self.warnings.append(
@@ -143,7 +172,12 @@ class Snapshot:
         problems: list[Problem] = []
         self._spool.seek(0)
         reader = ManifestReader(self._spool, self.name, problems)
-        rules = EntryRules(self.backup_id, self.info.requires)
+        rules = EntryRules(self.backup_id, self.info.requires, version=reader.version)
+        if reader.version != min(self.version, 2):
+            raise IntegrityError(
+                f"{self.name} is of manifest version {reader.version}, its backup of "
+                f"storage format {self.version}"
+            )
         for entry in reader:
             problem = rules.problem(entry)
             if problem is not None:
@@ -223,9 +257,12 @@ class Snapshot:
                 raise EncryptionKeyError(f"backup {wanted} is encrypted: no key to read it")
         return info
 
-    def archive(self, backup_id: str | None) -> ArchiveReader:
+    def archive(self, backup_id: str | None) -> ArchiveReader | BlockArchiveReader:
         """Given the backup holding some entries' data (None: this one), return a reader of
         its archive. Raise BackupNotFoundError, IntegrityError, StorageError."""
+        if self.version >= 2:
+            assert backup_id is None and self.index is not None
+            return BlockArchiveReader(self.info, BlockFetcher(self.repo, self.index))
         info = self.source(backup_id)
         trailer = self.trailer if info is self.info else self._trailers.get(info.backup_id)
         if trailer is None:

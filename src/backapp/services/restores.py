@@ -14,6 +14,7 @@ from backapp.db import Config, Run, Session, utcnow
 from backapp.domain.config import BackupConfig
 from backapp.domain.restore import ExistingPolicy, RestoreRequest, VerifyRequest
 from backapp.engine.manifest import Entry
+from backapp.engine.blockreader import BlockArchiveReader
 from backapp.engine.reader import ArchiveReader
 from backapp.engine.snapshot import Snapshot
 from backapp.errors import IntegrityError, NotFoundError
@@ -185,7 +186,7 @@ def open_file(
     return entry, _checked(reader, entry)
 
 
-def _checked(reader: ArchiveReader, entry: Entry) -> Iterator[bytes]:
+def _checked(reader: ArchiveReader | BlockArchiveReader, entry: Entry) -> Iterator[bytes]:
     digest = hashlib.sha256()
     for piece in reader.pieces([entry]):
         if piece.error is not None:

@@ -40,7 +40,7 @@ class FileReader:
         self,
         fd: int,
         size: int,
-        update: Callable[[memoryview], Any],
+        update: Callable[[memoryview], Any] | None,
         extents: list[tuple[bool, int, int]] | None = None,
     ) -> None:
         self.fd = fd
@@ -76,7 +76,8 @@ class FileReader:
             self._span = (is_data, start + got, end)
             self.left -= got
             self.done += got
-            self.update(view[:got])
+            if self.update is not None:
+                self.update(view[:got])
             return got
         return 0
 

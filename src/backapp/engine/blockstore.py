@@ -1,0 +1,338 @@
+"""Storing and reading the blocks of format 2 (docs/FORMAT.md, "Format 2").
+
+``BlockWriter`` is the write side of one backup run: each block's id is computed
+on the caller's thread (HMAC-SHA256 or SHA-256), looked up among the blocks the
+config folder already holds (its index, loaded into a ``BlockIndex`` on disk) and,
+only when new, compressed and sealed on a thread pool and appended to a pack by one
+writer thread, in order. Every INDEX_EVERY packs, and at the end, an index object
+lists the packs written, so even an interrupted run leaves its blocks findable.
+
+``BlockFetcher`` is the read side: given the blocks a restore or verify needs, in
+the order it needs them, it reads runs of neighbouring blocks of a pack in one
+request, opens (decrypts, decompresses, checks) them on a pool, and hands them
+back in order, each block or the damage in its place.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import IO
+
+from backapp.engine.compress import BlockPipeline, Codec, codec_named
+from backapp.engine.format.blockindex import BlockIndex, index_key, write_index
+from backapp.engine.format.envelope import open_block, seal_block
+from backapp.engine.format.packs import BlockLocation, PackWriter, pack_key
+from backapp.engine.layout import Repository
+from backapp.engine.streams import prefetch
+from backapp.errors import ArchiveError, IntegrityError, ObjectNotFoundError, StorageError
+from backapp.storage import TransferCallback
+
+logger = logging.getLogger(__name__)
+
+INDEX_EVERY = 32  # packs (about 512 MiB) per index object while a run goes on
+_PLACEHOLDER = BlockLocation("0" * 32, 0, 0, 0, "none")  # queued in this run, not packed yet
+
+BlockRef = tuple[str, int]  # (block id, plaintext size)
+
+
+@dataclass
+class WriteStats:
+    """What a run's blocks cost: new blocks stored, blocks found already stored."""
+
+    new_blocks: int = 0
+    new_bytes: int = 0  # plaintext bytes of new blocks
+    reused_blocks: int = 0
+    reused_bytes: int = 0
+    packs: list[str] = field(default_factory=list)
+    indexes: list[str] = field(default_factory=list)
+    stored_bytes: int = 0  # bytes of packs and index objects written
+
+
+class BlockWriter:
+    """Stores the blocks of one backup run (see the module docstring)."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        codec: Codec,
+        *,
+        workers: int,
+        on_transfer: TransferCallback | None = None,
+        interrupt: object = None,
+        pack_size: int | None = None,
+    ) -> None:
+        self.repo = repo
+        self.codec = codec
+        self.keys = repo.keys
+        self.stats = WriteStats()
+        self.index = BlockIndex()
+        self.index_problems: list[tuple[str, str]] = []
+        try:
+            self.index_problems = self.index.load(repo.storage, repo.base, self.keys)
+        except BaseException:
+            self.index.close()
+            raise
+        for name, problem in self.index_problems:
+            logger.warning("%s: index %s cannot be read (%s)", repo.location, name, problem)
+        self._unindexed: dict[str, dict[str, BlockLocation]] = {}
+        kwargs = {} if pack_size is None else {"pack_size": pack_size}
+        self.packs = PackWriter(
+            repo.storage, repo.base, self.keys, self._packed, on_transfer, **kwargs
+        )
+        self.pipeline: BlockPipeline[tuple[str, bytes, str], tuple[str, bytes, int, str]] = (
+            BlockPipeline(
+                self._seal,
+                self._store,
+                workers=workers,
+                depth=workers * 2,
+                interrupt=interrupt if callable(interrupt) else None,
+            )
+        )
+
+    def known(self, block_id: str) -> bool:
+        """Given a block id, return whether the folder holds it (or this run queued it)."""
+        return block_id in self.index
+
+    def put(self, plain: bytes, algorithm: str | None = None) -> BlockRef:
+        """Given a block's plaintext (and a compression other than the run's, e.g. "none"
+        for what is compressed already), store it unless it is stored already; return its
+        reference. Re-raise a failure of the pipeline."""
+        block_id = self.keys.block_id(plain)
+        if block_id in self.index:
+            self.stats.reused_blocks += 1
+            self.stats.reused_bytes += len(plain)
+            return block_id, len(plain)
+        self.index.add(block_id, _PLACEHOLDER)
+        self.stats.new_blocks += 1
+        self.stats.new_bytes += len(plain)
+        self.pipeline.submit((block_id, plain, algorithm or self.codec.algorithm))
+        return block_id, len(plain)
+
+    def _seal(self, item: tuple[str, bytes, str]) -> tuple[str, bytes, int, str]:
+        block_id, plain, algorithm = item
+        codec = self.codec if algorithm == self.codec.algorithm else codec_named(algorithm)
+        return (
+            block_id,
+            seal_block(self.keys, block_id, codec.compress(plain)),
+            len(plain),
+            algorithm,
+        )
+
+    def _store(self, item: tuple[str, bytes, int, str]) -> None:
+        # On the pipeline's one sink thread: packs are written in order, by one thread.
+        block_id, stored, size, algorithm = item
+        self.packs.add(block_id, stored, size, algorithm)
+
+    def _packed(self, name: str, table: dict[str, BlockLocation]) -> None:
+        self.stats.packs.append(name)
+        self._unindexed[name] = dict(table)
+        if len(self._unindexed) >= INDEX_EVERY:
+            self._write_index()
+
+    def _write_index(self) -> None:
+        if self._unindexed:
+            name = write_index(self.repo.storage, self.repo.base, self.keys, self._unindexed)
+            self.stats.indexes.append(name)
+            self._unindexed = {}
+
+    def finish(self) -> WriteStats:
+        """Wait for every block to be packed, finish the last pack and write the index.
+        Raise StorageError, IntegrityError, ArchiveError."""
+        self.pipeline.close()
+        self.packs.flush()
+        self._write_index()
+        self.stats.stored_bytes = self.packs.stored_bytes
+        for name in self.stats.indexes:
+            head = self.repo.storage.head(index_key(self.repo.base, name))
+            if head is None:
+                raise StorageError(f"index {name} is missing from storage right after its upload")
+            self.stats.stored_bytes += head.size
+        return self.stats
+
+    def check_stored(self) -> None:
+        """Check that storage holds every pack this run wrote. Raise StorageError."""
+        for name in self.stats.packs:
+            if self.repo.storage.head(pack_key(self.repo.base, name)) is None:
+                raise StorageError(f"pack {name} is missing from storage right after its upload")
+
+    def abort(self) -> None:
+        """Stop: drop what is queued, discard the open pack (never raises)."""
+        self.pipeline.abort()
+        self.packs.abort()
+
+    def remove_written(self) -> None:
+        """Delete the packs and index objects this run wrote (a failed run). Never raises."""
+        keys = [index_key(self.repo.base, n) for n in self.stats.indexes]
+        keys += [pack_key(self.repo.base, n) for n in self.stats.packs]
+        for key in keys:
+            try:
+                self.repo.storage.delete(key)
+            except Exception:  # cleanup must not hide the original error
+                logger.warning("could not remove %s of a failed backup", key)
+
+    def close(self) -> None:
+        """Release the local index."""
+        self.index.close()
+
+
+# -- reading ---------------------------------------------------------------------------
+
+_RUN_MAX = 8 * 1024 * 1024  # one request reads neighbouring blocks up to this much
+_GAP = 256 * 1024  # and reads through gaps this small
+_CACHE = 16  # recently read blocks kept (files repeat blocks: zeros, copies)
+
+
+@dataclass(frozen=True)
+class Damage:
+    """Stands in for a block that could not be read intact."""
+
+    block_id: str
+    size: int
+    message: str
+
+
+def load_index(repo: Repository) -> tuple[BlockIndex, list[tuple[str, str]]]:
+    """Given a repository, return its blocks' index (on disk) and the index objects that
+    cannot be read. Raise StorageError."""
+    index = BlockIndex()
+    try:
+        return index, index.load(repo.storage, repo.base, repo.keys)
+    except BaseException:
+        index.close()
+        raise
+
+
+class BlockFetcher:
+    """Reads blocks of one config folder (see the module docstring)."""
+
+    def __init__(self, repo: Repository, index: BlockIndex, workers: int = 2) -> None:
+        self.repo = repo
+        self.index = index
+        self.keys = repo.keys
+        self.workers = workers
+        self._cache: OrderedDict[str, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def read(self, refs: Iterable[BlockRef]) -> Iterator[tuple[BlockRef, bytes | Damage]]:
+        """Given block references in the order they are needed, yield each with its
+        plaintext (or its Damage), in that order. Raise StorageError (storage unreachable
+        after retries)."""
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="backapp-open") as pool:
+            ahead = prefetch(self._runs(refs, pool), depth=self.workers * 2)
+            try:
+                for future in ahead:
+                    yield from future.result()
+            finally:
+                ahead.close()
+
+    def _runs(
+        self, refs: Iterable[BlockRef], pool: ThreadPoolExecutor
+    ) -> Iterator[Future[list[tuple[BlockRef, bytes | Damage]]]]:
+        """Group the references into runs read with one request each; yield a future per
+        run (on the prefetch thread: requests overlap with the caller's writing)."""
+        run: list[tuple[BlockRef, BlockLocation | None]] = []
+        for ref in refs:
+            loc = self.index.get(ref[0])
+            if run and not _joins(run, loc):
+                yield pool.submit(self._read_run, run)
+                run = []
+            run.append((ref, loc))
+        if run:
+            yield pool.submit(self._read_run, run)
+
+    def _read_run(
+        self, run: list[tuple[BlockRef, BlockLocation | None]]
+    ) -> list[tuple[BlockRef, bytes | Damage]]:
+        first = run[0][1]
+        if first is None or first.pack == _PLACEHOLDER.pack:
+            return [(ref, self._missing(ref)) for ref, _ in run]
+        with self._lock:
+            cached = self._cache.get(run[0][0][0]) if len(run) == 1 else None
+        if cached is not None:
+            return [(run[0][0], cached)]
+        last = run[-1][1]
+        assert last is not None
+        start, end = first.offset, last.offset + last.length
+        key = pack_key(self.repo.base, first.pack)
+        try:
+            raw = b"".join(self.repo.storage.get(key, start, end))
+        except ObjectNotFoundError:
+            return [
+                (
+                    ref,
+                    Damage(ref[0], ref[1], f"pack {first.pack} is missing (block {ref[0][:12]}…)"),
+                )
+                for ref, _ in run
+            ]
+        out: list[tuple[BlockRef, bytes | Damage]] = []
+        for ref, loc in run:
+            assert loc is not None
+            piece = raw[loc.offset - start : loc.offset - start + loc.length]
+            label = f"block {ref[0][:12]}… in pack {loc.pack}"
+            if len(piece) < loc.length:
+                out.append((ref, Damage(ref[0], ref[1], f"{label} is cut short (pack truncated)")))
+                continue
+            try:
+                if loc.size != ref[1]:
+                    raise ArchiveError(
+                        f"{label} holds {loc.size} bytes, the manifest says {ref[1]}"
+                    )
+                plain = open_block(
+                    self.keys,
+                    ref[0],
+                    piece,
+                    codec_named(loc.algorithm),
+                    loc.size,
+                    label,
+                )
+            except IntegrityError as exc:
+                out.append((ref, Damage(ref[0], ref[1], str(exc))))
+                continue
+            if len(run) == 1:
+                with self._lock:
+                    self._cache[ref[0]] = plain
+                    while len(self._cache) > _CACHE:
+                        self._cache.popitem(last=False)
+            out.append((ref, plain))
+        return out
+
+    def _missing(self, ref: BlockRef) -> Damage:
+        return Damage(
+            ref[0],
+            ref[1],
+            f"block {ref[0][:12]}… is in no pack of this config (removed, or its index is damaged)",
+        )
+
+
+def _joins(run: list[tuple[BlockRef, BlockLocation | None]], loc: BlockLocation | None) -> bool:
+    """Given a run being built and the next block's location, return whether the block is
+    read with the same request: same pack, just after (or a small gap), run not too long."""
+    prev = run[-1][1]
+    if loc is None or prev is None or loc.pack != prev.pack:
+        return False
+    first = run[0][1]
+    assert first is not None
+    gap = loc.offset - (prev.offset + prev.length)
+    return 0 <= gap <= _GAP and loc.offset + loc.length - first.offset <= _RUN_MAX
+
+
+def spool_blocks(fetcher: BlockFetcher, refs: list[BlockRef], label: str) -> IO[bytes]:
+    """Given a fetcher and blocks, return their plaintexts, concatenated, as a local spool
+    file. Raise IntegrityError naming the damaged block, StorageError."""
+    spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024)  # noqa: SIM115
+    try:
+        for _ref, plain in fetcher.read(refs):
+            if isinstance(plain, Damage):
+                raise IntegrityError(f"{label}: {plain.message}")
+            spool.write(plain)
+        spool.seek(0)
+        return spool
+    except BaseException:
+        spool.close()
+        raise
