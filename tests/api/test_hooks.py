@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import subprocess
+import threading
+import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -181,3 +187,130 @@ def test_hooks_off_on_the_server_runs_none_and_the_run_says_so(
         "hooks are off on this server (BACKAPP_HOOKS=off): not run (1 before, 1 after, 0 onError)"
     ]
     assert "hooks" not in run["details"]
+
+
+@SQLITE_ONLY
+def test_a_cancelled_run_stops_its_before_hook_and_tells_on_error(
+    api: Api, worker: Any, source: Path, dest: Path, tmp_path: Path
+) -> None:
+    marker = tmp_path / "told.txt"
+    hooks = {
+        "before": [["sh", "-c", "echo waiting; sleep 60"]],
+        "onError": [["sh", "-c", f'echo "$BACKAPP_STATUS" > {marker}']],
+    }
+    created = api.create_config(_with_hooks(source, dest, hooks))
+    run_id = api.execute(created["id"])["id"]
+    api.wait_for_run(run_id, ("running",), until=lambda r: "before hook" in str(r["progress"]))
+    started = time.monotonic()
+    assert api.post(f"/api/backups/logs/{run_id}/cancel").status_code == 202
+    run = api.wait_for_run(run_id, timeout=15)
+    assert time.monotonic() - started < 10
+    assert run["status"] == "cancelled"
+    before, on_error = run["details"]["hooks"]
+    assert before["error"] == "cancelled with its run, stopped"
+    assert before["stdout"] == "waiting\n"
+    assert on_error["ok"]
+    assert marker.read_text() == "cancelled\n"
+
+
+class _PingReceiver(http.server.BaseHTTPRequestHandler):
+    """A healthchecks.io stand-in: records each ping (method, path, body)."""
+
+    pings: ClassVar[list[tuple[str, str, str]]] = []
+
+    def _record(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode() if length else ""
+        self.pings.append((self.command, self.path, body))
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"OK")
+
+    do_GET = do_POST = _record
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def _doc_hooks(section: str) -> dict[str, Any]:
+    """Given a heading of docs/HOOKS.md, return the first JSON example under it."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "HOOKS.md").read_text()
+    after = text.split(f"## {section}\n", 1)[1]
+    block = after.split("```json\n", 1)[1].split("```", 1)[0]
+    return dict(json.loads(block)["hooks"])
+
+
+@SQLITE_ONLY
+def test_the_documented_healthchecks_pings_report_start_success_and_failure(
+    api: Api, worker: Any, source: Path, dest: Path, tmp_path: Path, monkeypatch: Any
+) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PingReceiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _PingReceiver.pings = []
+    try:
+        monkeypatch.setenv("HC_PING_URL", f"http://127.0.0.1:{server.server_port}/ping/abc")
+        hooks = _doc_hooks("A healthchecks.io-style ping")
+        created = api.create_config(_with_hooks(source, dest, hooks))
+        good = api.wait_for_run(api.execute(created["id"])["id"])
+        assert good["status"] == "completed", good
+        missing = {"sources": [{"path": str(tmp_path / "gone")}]}
+        assert api.patch(f"/api/backups/configs/{created['id']}", json=missing).status_code == 200
+        bad = api.wait_for_run(api.execute(created["id"])["id"])
+        assert bad["status"] == "failed"
+    finally:
+        server.shutdown()
+    assert [(m, p) for m, p, _ in _PingReceiver.pings] == [
+        ("GET", f"/ping/abc/start?rid={good['id']}"),
+        ("GET", f"/ping/abc?rid={good['id']}"),
+        ("GET", f"/ping/abc/start?rid={bad['id']}"),
+        ("POST", f"/ping/abc/fail?rid={bad['id']}"),
+    ]
+    assert "does not exist" in _PingReceiver.pings[-1][2]  # the error, for the alert email
+
+
+@SQLITE_ONLY
+def test_the_documented_pg_dump_hook_dumps_a_database_that_pg_restore_brings_back(
+    api: Api, worker: Any, dest: Path, tmp_path: Path, monkeypatch: Any
+) -> None:
+    import psycopg
+
+    from tests.conftest import PG_ADMIN_URL
+
+    url = urlsplit(PG_ADMIN_URL)
+    for name, value in (("PGHOST", url.hostname), ("PGPORT", url.port), ("PGUSER", url.username)):
+        monkeypatch.setenv(name, str(value or ""))  # the worker's environment reaches hooks
+    database = url.path.lstrip("/")
+    schema = f"hooks_{uuid.uuid4().hex[:12]}"
+    dumps = tmp_path / "pg"
+    dumps.mkdir()
+    documented = _doc_hooks("A PostgreSQL dump before each backup")["before"][0]
+    assert documented[:3] == ["pg_dump", "--format=custom", "--file=/var/backups/pg/app.dump"]
+    # The documented command, with this test's folder and database, confined to its schema.
+    argv = [*documented[:2], f"--file={dumps}/app.dump", f"--schema={schema}", database]
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+        conn.execute(f'CREATE TABLE "{schema}".orders (id int PRIMARY KEY, item text)')
+        conn.execute(f"INSERT INTO \"{schema}\".orders VALUES (1, 'hammer'), (2, 'nails')")
+    try:
+        document = config_doc([dumps], local_destination(dest), encryption=True)
+        document["options"]["hooks"] = {"before": [argv]}
+        created = api.create_config(document)
+        run = api.wait_for_run(api.execute(created["id"])["id"])
+        assert run["status"] == "completed", run
+        assert run["details"]["hooks"][0]["ok"]
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')  # the database is lost
+
+        target = tmp_path / "restored"
+        response = api.post(
+            "/api/backups/restore", json={"configId": created["id"], "target": str(target)}
+        )
+        assert api.wait_for_run(response.json()["id"])["status"] == "completed"
+        dump = target / str(dumps).lstrip("/") / "app.dump"
+        subprocess.run(["pg_restore", f"--dbname={database}", str(dump)], check=True, timeout=60)
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            rows = conn.execute(f'SELECT id, item FROM "{schema}".orders ORDER BY id').fetchall()
+        assert rows == [(1, "hammer"), (2, "nails")]
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

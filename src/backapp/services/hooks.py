@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from backapp.db.repositories.runs import RunOutcome
 from backapp.domain.config import HookCommand, Hooks
 from backapp.engine.progress import CancelToken
-from backapp.errors import HookError
+from backapp.errors import CancelledError, HookError
 from backapp.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -270,7 +270,8 @@ class RunHooks:
     def run(self, phase: str, **variables: str | int | None) -> list[HookResult]:
         """Given a phase (before, after, onError) and more variables (BACKAPP_STATUS=…),
         run its commands in order; return what they did. Raise HookError when a required
-        ``before`` command fails (the commands after it do not run)."""
+        ``before`` command fails (the commands after it do not run), CancelledError when the
+        run is cancelled during a ``before`` command."""
         if self.hooks is None or not self.enabled:
             return []
         commands = self.hooks.commands(phase)
@@ -302,6 +303,8 @@ class RunHooks:
             logger.info("%s hook %s: %s", phase, result.command, result.error or "ok")
             if result.ok:
                 continue
+            if phase == "before" and self.cancel is not None and self.cancel.cancelled:
+                raise CancelledError(self.cancel.reason)  # not the hook's failure: the run's
             if phase == "before" and not command.optional:
                 raise HookError(self._failure(result))
             self.warnings.append(
