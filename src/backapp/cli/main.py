@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from backapp import __version__
-from backapp.cli import engine_cmds, forget_cmd, logs, server_cmds
+from backapp.cli import doctor_cmd, engine_cmds, forget_cmd, logs, server_cmds
 from backapp.cli.output import EXIT_BAD_INPUT
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app.command("restore")(engine_cmds.restore)
 app.command("verify")(engine_cmds.verify)
 app.command("decrypt")(engine_cmds.decrypt)
 app.command("forget")(forget_cmd.forget)
+app.command("doctor")(doctor_cmd.doctor)
 app.command("serve")(server_cmds.serve)
 app.command("web")(server_cmds.web)
 app.command("scheduler")(server_cmds.scheduler)
