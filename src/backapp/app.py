@@ -11,7 +11,7 @@ from backapp import __version__, web
 from backapp.api import errors
 from backapp.api.deps import UserDep
 from backapp.api.limits import BodyLimit
-from backapp.api.routes import configs, metrics, misc, restores, runs
+from backapp.api.routes import configs, metrics, misc, notifications, restores, runs
 from backapp.api.transactions import RequestTransactions
 from backapp.db import Database
 from backapp.services.context import AppContext
@@ -54,6 +54,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.include_router(misc.router)
     app.include_router(restores.router)
     app.include_router(metrics.router)
+    app.include_router(notifications.router)
     web.install(app)
 
     @app.get("/api/openapi.json", include_in_schema=False)

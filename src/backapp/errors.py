@@ -217,6 +217,7 @@ HTTP_STATUS: tuple[tuple[type[BackappError], int], ...] = (
     (PermissionDeniedError, 403),
     (StorageError, 502),
     (IntegrityError, 502),
+    (TransportError, 502),  # a notification service refused or did not answer
     (DatabaseError, 503),
 )
 

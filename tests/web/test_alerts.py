@@ -53,6 +53,6 @@ def test_a_failing_backup_raises_an_alert_that_the_admin_acknowledges(
     expect(page.get_by_text("No open alerts.")).to_be_visible()
     expect(page.get_by_test_id("alert-count")).to_have_count(0)
 
-    page.get_by_role("link", name="Show acknowledged alerts too").click()
+    page.get_by_role("link", name="Show acknowledged and resolved alerts too").click()
     expect(page.locator(".alert-item.acknowledged")).to_contain_text("Acknowledged by admin")
     shoot(page, "alerts-all")

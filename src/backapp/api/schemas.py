@@ -28,6 +28,7 @@ from backapp.domain.runs import RunKind, RunStatus
 from backapp.engine.layout import BackupInfo, ListedBackup
 from backapp.services import configs as config_service
 from backapp.services.destinations import DestinationCheck
+from backapp.services.notify_targets import Target as NotificationTarget
 from backapp.services.restores import Folder, TreeEntry
 from backapp.services.retention import RetentionDecision, RetentionPreview
 from backapp.services.runs import RunView
@@ -217,6 +218,9 @@ class AlertOut(_Out):
     acknowledged: bool
     acknowledged_at: Moment | None
     acknowledged_by: str | None
+    resolved: bool = Field(description="a later success of the same config and kind ended it")
+    resolved_at: Moment | None
+    resolved_by_run_id: str | None = Field(description="the run whose success resolved it")
 
     @classmethod
     def of(cls, alert: Alert) -> AlertOut:
@@ -233,7 +237,71 @@ class AlertOut(_Out):
             acknowledged=alert.acknowledged_at is not None,
             acknowledged_at=alert.acknowledged_at,
             acknowledged_by=alert.acknowledged_by,
+            resolved=alert.resolved_at is not None,
+            resolved_at=alert.resolved_at,
+            resolved_by_run_id=alert.resolved_by_run_id,
         )
+
+
+class AcknowledgedOut(_Out):
+    """How many open alerts were acknowledged."""
+
+    acknowledged: int
+
+
+NotifyEventName = Literal["failure", "success", "recovered", "missed"]
+
+
+class NotificationTargetOut(_Out):
+    """Where notifications go. The URL is a secret: only its masked form is shown."""
+
+    id: str = Field(description="env-N for BACKAPP_NOTIFY_URLS (read-only)")
+    source: Literal["environment", "settings", "config"]
+    label: str
+    url: str = Field(description="masked: passwords and tokens hidden")
+    events: list[NotifyEventName]
+    config_id: str | None
+    added_at: Moment | None = Field(description="told only of what happened after this")
+
+    @classmethod
+    def of(cls, target: NotificationTarget) -> NotificationTargetOut:
+        """Given a target, return its body (the URL masked)."""
+        return cls(
+            id=target.id,
+            source=target.source,
+            label=target.label,
+            url=target.masked,
+            events=list(target.events),
+            config_id=target.config_id,
+            added_at=target.added_at,
+        )
+
+
+class NotificationTargetIn(BaseModel):
+    """A global notification target: an Apprise URL and the events it is told about."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="an Apprise URL: mailto://…, json://…, ntfy://…, slack://…")
+    events: list[NotifyEventName] = Field(default=["failure", "recovered", "missed"])
+    label: str = ""
+
+
+class NotificationTargetPatch(BaseModel):
+    """Changes to a global target; a URL left out (or its masked form) is kept."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = None
+    events: list[NotifyEventName] | None = None
+    label: str | None = None
+
+
+class TestMessageOut(_Out):
+    """Whether the test message was delivered."""
+
+    delivered: bool
+    target: str = Field(description="the masked URL it was sent to")
 
 
 class StatsOut(_Out):

@@ -16,6 +16,8 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from backapp.domain.config import (
+    DEFAULT_NOTIFY_EVENTS,
+    NOTIFY_EVENTS,
     Destination,
     LocalDestination,
     S3Destination,
@@ -76,6 +78,8 @@ FIELD_PATHS = {
     "options-full-every": "options.fullEvery",
     "options-verify": "options.verifySchedule",
     "options-hooks": "options.hooks",
+    "options-notify-urls": "options.notify",  # its urls[i] and on
+    "options-max-age": "options.maxAgeHours",
     **{name: f"options.retention.{key}" for name, key, _ in KEEP_FIELDS},
     "options-keep-within": "options.retention.keepWithinDays",  # shown at retentionDays
 }
@@ -105,6 +109,8 @@ LABELS = {
     "options-full-every": "Full backup every",
     "options-verify": "Verify schedule",
     "options-hooks": "Hooks",
+    "options-notify-urls": "Notification URLs",
+    "options-max-age": "Alert when no backup for (hours)",
     **{name: label for name, _, label in KEEP_FIELDS},
 }
 _SOURCE_LABELS = {"path": "path", "include": "include patterns", "exclude": "exclude patterns"}
@@ -187,6 +193,9 @@ class ConfigForm:
     full_every: str = "7"
     verify: str = ""
     hooks: str = ""  # options.hooks as JSON, as typed (admins only: the form is theirs)
+    notify_urls: str = ""  # one a line; stored ones arrive masked and stay so
+    notify_on: list[str] = field(default_factory=lambda: list(DEFAULT_NOTIFY_EVENTS))
+    max_age: str = ""
     version: str = ""
 
     def keep_rows(self) -> list[tuple[str, str, str]]:
@@ -232,6 +241,9 @@ class ConfigForm:
             full_every=_text(form, "options-full-every"),
             verify=_text(form, "options-verify"),
             hooks=_text(form, "options-hooks"),
+            notify_urls=_text(form, "options-notify-urls"),
+            notify_on=[e for e in NOTIFY_EVENTS if form.get(f"options-notify-{e}") is not None],
+            max_age=_text(form, "options-max-age"),
             version=_text(form, "version"),
         )
 
@@ -248,6 +260,8 @@ class ConfigForm:
 
         rules = options.get("retention") or {}
         within = options.get("retentionDays", rules.get("keepWithinDays"))
+        notify = options.get("notify") or {}
+        max_age = options.get("maxAgeHours")
         defaults = cls()
         return cls(
             name=str(document.get("name", "")),
@@ -284,6 +298,9 @@ class ConfigForm:
             full_every=opt("fullEvery", "7"),
             verify=opt("verifySchedule"),
             hooks=hooks_text(options.get("hooks")),
+            notify_urls="\n".join(notify.get("urls", [])),
+            notify_on=list(notify.get("on", DEFAULT_NOTIFY_EVENTS)),
+            max_age="" if max_age is None else f"{max_age:g}",
             version="" if version is None else str(version),
         )
 
@@ -379,6 +396,13 @@ class ConfigForm:
                         f"is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
                     )
                 )
+        if _lines(self.notify_urls):
+            options["notify"] = {"urls": _lines(self.notify_urls), "on": self.notify_on}
+        if self.max_age.strip():
+            try:
+                options["maxAgeHours"] = float(self.max_age.strip())
+            except ValueError:
+                problems.append(("options.maxAgeHours", "must be a number of hours, e.g. 26"))
         document: dict[str, Any] = {
             "name": self.name.strip(),
             "enabled": self.enabled,

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from backapp.api.deps import SESSION_COOKIE, AdminDep, CtxDep, OperatorDep, UserDep
 from backapp.api.schemas import (
     ERROR_RESPONSES,
+    AcknowledgedOut,
     AlertOut,
     DestinationCheckOut,
     HealthOut,
@@ -62,6 +63,13 @@ def acknowledge_alert(ctx: CtxDep, user: OperatorDep, alert_id: str) -> AlertOut
     """Mark an alert as acknowledged (by the caller, now)."""
     with ctx.db.session() as session:
         return AlertOut.of(alert_service.acknowledge(session, alert_id, user.username))
+
+
+@router.post("/api/alerts/acknowledge-all")
+def acknowledge_all_alerts(ctx: CtxDep, user: OperatorDep) -> AcknowledgedOut:
+    """Mark every open alert as acknowledged (by the caller, now)."""
+    with ctx.db.session() as session:
+        return AcknowledgedOut(acknowledged=alert_service.acknowledge_all(session, user.username))
 
 
 class LoginRequest(BaseModel):

@@ -1,6 +1,15 @@
 """The pages' routers, one module per area (in the order their URLs must be matched)."""
 
-from backapp.web.views import alerts, auth, configs, dashboard, restores, runs, tools
+from backapp.web.views import (
+    alerts,
+    auth,
+    configs,
+    dashboard,
+    notifications,
+    restores,
+    runs,
+    tools,
+)
 
 # Fixed paths (/backups/new, /backups/logs, …) before /backups/{config_id}.
 ROUTERS = [
@@ -9,6 +18,7 @@ ROUTERS = [
     tools.router,
     runs.router,
     alerts.router,
+    notifications.router,
     restores.router,
     configs.router,
 ]

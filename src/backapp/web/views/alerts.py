@@ -23,7 +23,7 @@ def alerts(
     user: PageUser,
     show: Annotated[Literal["open", "all"], Query()] = "open",
 ) -> Response:
-    """Show open alerts (or all of them), newest first."""
+    """Show open alerts (or all of them, acknowledged and resolved too), newest first."""
     with ctx.db.session() as session:
         found = alert_service.list_alerts(session, open_only=show == "open", limit=200)
         alive = config_service.existing_ids(session, {a.config_id for a in found if a.config_id})
@@ -39,3 +39,11 @@ def acknowledge(request: Request, ctx: CtxDep, posted: OperatorPost, alert_id: s
     except ConflictError as exc:
         return redirect(request, "/alerts", exc.message, kind="error")
     return redirect(request, "/alerts", "Alert acknowledged.")
+
+
+@router.post("/alerts/acknowledge-all")
+def acknowledge_all(request: Request, ctx: CtxDep, posted: OperatorPost) -> Response:
+    """Mark every open alert acknowledged by the current user."""
+    with ctx.db.session() as session:
+        count = alert_service.acknowledge_all(session, posted.user.username)
+    return redirect(request, "/alerts", f"{count} alert(s) acknowledged.")
