@@ -21,6 +21,7 @@ from backapp.cli.chosen import (
     open_config_storage,
     repository_for,
 )
+from backapp.cli.hook_runs import hooks_for, print_hooks
 from backapp.cli.output import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -34,7 +35,7 @@ from backapp.domain.patterns import exact_path_pattern
 from backapp.domain.restore import DEFAULT_EXISTING, ExistingPolicy, restore_problems
 from backapp.engine.backup import run_backup
 from backapp.engine.crypto import decrypt_stream
-from backapp.engine.layout import Repository
+from backapp.engine.layout import Repository, new_backup_id
 from backapp.engine.restore import run_restore
 from backapp.engine.streams import file_chunks
 from backapp.engine.verify import run_verify
@@ -61,17 +62,27 @@ def backup_run(
     config_file: ConfigFile = None, config_ref: ConfigRef = None, as_json: JsonFlag = False
 ) -> None:
     """Back up the sources of a config now, with a progress bar and a summary; then apply
-    its retention, as a scheduled run does."""
+    its retention, as a scheduled run does. The config's hooks run around it."""
+    hooks = None
     try:
         settings = _settings()
         with interruptible() as cancel:
             chosen = choose_config(config_file, config_ref, settings, cancel)
             config, slug = chosen.document, chosen.identity.slug
+            hooks, backup_id = hooks_for(settings, chosen, cancel), new_backup_id()
+            if hooks is not None:  # a failing one raises HookError: nothing is backed up
+                hooks.run("before", BACKAPP_STATUS="running", BACKAPP_BACKUP_ID=backup_id)
             key = master_key(settings, required=config.options.encryption)
             storage = open_config_storage(config, settings, cancel, upload=True)
             with progress_bar(not as_json, f"Backing up {config.name}") as on_progress:
                 result = run_backup(
-                    config, storage, slug=slug, key=key, progress=on_progress, cancel=cancel
+                    config,
+                    storage,
+                    slug=slug,
+                    key=key,
+                    progress=on_progress,
+                    cancel=cancel,
+                    backup_id=backup_id,
                 )
             if chosen.ctx is not None and chosen.identity.id is not None:
                 kept = retention.apply(
@@ -80,13 +91,26 @@ def backup_run(
             else:
                 repo = Repository(storage, config.destination.prefix, slug)
                 kept = retention.delete_expired(repo, config)
-    except CancelledError as exc:
-        interrupted(exc, as_json)
-    except BackappError as exc:
+            if hooks is not None:
+                hooks.run(
+                    "after",
+                    BACKAPP_STATUS="completed",
+                    BACKAPP_BACKUP_ID=result.backup_id,
+                    BACKAPP_BACKUP_TYPE=result.info.type,
+                    BACKAPP_FILES_PROCESSED=result.files_processed,
+                )
+    except (CancelledError, BackappError) as exc:
+        if hooks is not None:
+            status = "cancelled" if isinstance(exc, CancelledError) else "failed"
+            hooks.run("onError", BACKAPP_STATUS=status, BACKAPP_ERROR=exc.message)
+        print_hooks(hooks)
+        if isinstance(exc, CancelledError):
+            interrupted(exc, as_json)
         fail(exc, as_json=as_json)
     doc = result.to_json()
+    print_hooks(hooks)
     if as_json:
-        print(json.dumps({**doc, **kept}))
+        print(json.dumps({**doc, **kept, **(hooks.to_json() if hooks else {})}))
         return
     kind = f"{doc['type']}" + (f" on {doc['parent']}" if doc["parent"] else "")
     out_console.print(f"[bold green]Backup {result.backup_id} completed[/] ({kind})")
