@@ -61,7 +61,7 @@ def test_a_before_hooks_output_and_failure_are_on_the_run_page(
     _run_now(page, config_id)
     expect(page.get_by_test_id("run-status")).to_contain_text("failed")
     error = page.get_by_test_id("run-error")
-    expect(error).to_contain_text("before hook sh -c")
+    expect(error).to_contain_text("before hook 1 (sh)")
     expect(error).to_contain_text("failed (exit status 2)")
     expect(error).to_contain_text("pg_dump: error: connection to server failed")
     hook = page.get_by_test_id("hook")

@@ -35,7 +35,7 @@ def print_hooks(hooks: RunHooks | None) -> None:
     for result in hooks.results:
         how = "ok" if result.ok else result.error
         err_console.print(
-            f"{result.phase} hook {result.command}: {how} ({result.duration_seconds:.1f}s)",
+            f"{result.name}: {how} ({result.duration_seconds:.1f}s): {result.command}",
             markup=False,
         )
         if not result.ok and (result.optional or result.phase != "before"):

@@ -55,6 +55,7 @@ class HookResult:
     phase: str
     argv: list[str]
     optional: bool = False
+    position: int = 1  # in its phase, from 1
     exit_code: int | None = None
     duration_seconds: float = 0.0
     stdout: str = ""
@@ -68,6 +69,12 @@ class HookResult:
         return self.error is None
 
     @property
+    def name(self) -> str:
+        """The command as errors, alerts and logs name it: phase, position and program only
+        (its arguments may hold what a notification should not carry)."""
+        return f"{self.phase} hook {self.position} ({self.argv[0]})"
+
+    @property
     def command(self) -> str:
         """The command as a shell would spell it (for people; it never runs in one)."""
         text = shlex.join(self.argv)
@@ -77,6 +84,7 @@ class HookResult:
         """Return the camelCase JSON the run's log stores."""
         return {
             "phase": self.phase,
+            "position": self.position,
             "argv": self.argv,
             "command": self.command,
             "optional": self.optional,
@@ -153,10 +161,11 @@ def run_command(
     timeout: float,
     cancel: CancelToken | None = None,
     mask: Callable[[str], str] = lambda text: text,
+    position: int = 1,
 ) -> HookResult:
     """Given a hook command, run it (no shell) until it exits, times out or is cancelled;
     return what it did. Never raises for the command's own failure."""
-    result = HookResult(phase, list(command.argv), command.optional)
+    result = HookResult(phase, list(command.argv), command.optional, position)
     started = time.monotonic()
     try:
         process = subprocess.Popen(  # noqa: S603 - an argv list, no shell: the point of hooks
@@ -297,10 +306,11 @@ class RunHooks:
                 timeout=min(limit, CANCELLED_LIMIT) if cancelled else limit,
                 cancel=None if cancelled else self.cancel,
                 mask=self.mask,
+                position=position,
             )
             self.results.append(result)
             done.append(result)
-            logger.info("%s hook %s: %s", phase, result.command, result.error or "ok")
+            logger.info("%s: %s", result.name, result.error or "ok")
             if result.ok:
                 continue
             if phase == "before" and self.cancel is not None and self.cancel.cancelled:
@@ -308,7 +318,7 @@ class RunHooks:
             if phase == "before" and not command.optional:
                 raise HookError(self._failure(result))
             self.warnings.append(
-                f"{phase} hook {result.command} failed ({result.error})"
+                f"{result.name} failed ({result.error})"
                 + (", optional: the run went on" if command.optional else "")
             )
         return done
@@ -317,7 +327,7 @@ class RunHooks:
         said = (result.stderr or result.stdout).strip()
         if len(said) > ERROR_LIMIT:
             said = "…" + said[-ERROR_LIMIT:]
-        message = f"{result.phase} hook {result.command} failed ({result.error})"
+        message = f"{result.name} failed ({result.error})"
         return f"{message}:\n{said}" if said else message
 
     def to_json(self) -> dict[str, Any]:
