@@ -64,7 +64,7 @@ def test_an_encrypted_format1_backup_needs_its_key(store: Path, tmp_path: Path) 
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_a_new_incremental_builds_on_a_format1_chain_and_restores(
+def test_the_first_format2_backup_after_a_format1_chain_is_full_and_all_restore(
     store: Path, tmp_path: Path
 ) -> None:
     # The source as it was at the last backup, at the path the fixture was made from.
@@ -87,10 +87,11 @@ def test_a_new_incremental_builds_on_a_format1_chain_and_restores(
             }
         )
         result = run_backup(config, LocalStorage(store), slug="sealed", key=KEY)
-        assert (result.info.type, result.info.parent) == ("incremental", latest)
-        # Compared with the format-1 parent's manifest (restored files have new inodes,
-        # so they count as changed; the added one is new).
-        assert result.info.stats.new_files == 1
+        # Format 2 never builds on format-1 archives: the first backup in it is full.
+        assert (result.info.type, result.info.parent) == ("full", None)
+        assert result.info.format_version == 2
+        assert "storage format 1" in result.parent_note
+        assert result.info.stats.new_files == result.info.stats.files
         expected = snapshot(SOURCE)
     finally:
         shutil.rmtree(SOURCE, ignore_errors=True)

@@ -37,7 +37,7 @@ from tests.helpers.trees import restored_root, snapshot
 class World:
     """A source tree, its backup, and an 'outside' folder that nothing may touch."""
 
-    def __init__(self, tmp_path: Path, key: MasterKey | None = None) -> None:
+    def __init__(self, tmp_path: Path, key: MasterKey | None = None, version: int = 1) -> None:
         self.src = tmp_path / "src"
         (self.src / "docs" / "sub").mkdir(parents=True)
         (self.src / "docs" / "a.txt").write_text("alpha\n")
@@ -53,7 +53,12 @@ class World:
         self.config = make_config([self.src], tmp_path / "dest", encryption=key is not None)
         self.storage = LocalStorage(tmp_path / "dest")
         self.result = run_backup(
-            self.config, self.storage, slug=slugify(self.config.name), key=key, block_size=16 * 1024
+            self.config,
+            self.storage,
+            slug=slugify(self.config.name),
+            key=key,
+            block_size=16 * 1024,
+            format_version=version,
         )
         self.repo = Repository(self.storage, "", slugify(self.config.name))
         self.backup_id = self.result.backup_id
@@ -137,6 +142,10 @@ _NUMBERS: list[tuple[str, dict[str, Any]]] = [
     ("true-size", {"size": True}),
     ("dotdot-backup", {"backup": "../../x"}),
     ("unrequired-backup", {"backup": "20200101T000000.000Z-abcdef"}),
+    ("bad-blocks", {"blocks": "x"}),
+    ("blocks-short-of-size", {"blocks": [["ab" * 32, 1]]}),
+    ("bad-block-id", {"blocks": [["../" * 20 + "zzzz", 5]]}),
+    ("bad-header-block", {"h": ["x", 5]}),
 ]
 
 
@@ -179,12 +188,13 @@ def _refused(errors: list[tuple[str, str]]) -> set[str]:
     return {"manifest" if "entry " in p and p.startswith("manifest of") else p for p, _ in errors}
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("case", list(CASES))
 def test_restore_refuses_each_hostile_entry_and_restores_the_rest(
-    tmp_path: Path, case: str
+    tmp_path: Path, case: str, version: int
 ) -> None:
     edit, expected = CASES[case]
-    w = World(tmp_path)
+    w = World(tmp_path, version=version)
     rewrite_manifest(w.repo, w.backup_id, lambda es: edit(w, es))
     restored = run_restore(w.repo, "latest", w.target)
     assert not restored.ok
@@ -196,19 +206,23 @@ def test_restore_refuses_each_hostile_entry_and_restores_the_rest(
     assert leftovers == []
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("full", [False, True])
-def test_verify_reports_every_entry_restore_refuses(tmp_path: Path, case: str, full: bool) -> None:
+def test_verify_reports_every_entry_restore_refuses(
+    tmp_path: Path, case: str, full: bool, version: int
+) -> None:
     edit, expected = CASES[case]
-    w = World(tmp_path)
+    w = World(tmp_path, version=version)
     rewrite_manifest(w.repo, w.backup_id, lambda es: edit(w, es))
     result = run_verify(w.repo, "latest", full=full)
     assert not result.ok
     assert expected(w) <= _refused(result.problems), result.problems
 
 
-def test_entries_listed_twice_or_out_of_order_are_refused(tmp_path: Path) -> None:
-    w = World(tmp_path)
+@pytest.mark.parametrize("version", [1, 2])
+def test_entries_listed_twice_or_out_of_order_are_refused(tmp_path: Path, version: int) -> None:
+    w = World(tmp_path, version=version)
     docs_a = w.rel(w.src / "docs" / "a.txt")
 
     def edit(es: list[Doc]) -> list[Doc]:
@@ -313,7 +327,7 @@ def test_an_in_place_restore_follows_the_live_systems_links_above_the_source(
             ArchiveError,
             "name",
         ),
-        (lambda d: {**d, "formatVersion": 2}, UnsupportedFormatError, "format 2"),
+        (lambda d: {**d, "formatVersion": 3}, UnsupportedFormatError, "format 3"),
         (lambda d: {**d, "backupId": "20200101T000000.000Z-000000"}, ArchiveError, "describes"),
         (lambda d: {**d, "requires": ["../x"]}, ArchiveError, "requires"),
         (lambda d: [d], ArchiveError, "not an object"),

@@ -80,15 +80,15 @@ def test_full_plus_five_incrementals_restore_every_point_in_time_exactly(
     assert full.info.type == "full"
     assert all(r.info.type == "incremental" for r in incrementals)
     assert [r.info.parent for r in incrementals] == [r.backup_id for r, _ in points[:-1]]
-    # Day 2 renamed a 600 kB file: referenced by content, not uploaded again.
+    # Day 2 renamed a 600 kB file: its blocks are stored already, not uploaded again.
     day2 = incrementals[1]
     assert day2.info.stats.renamed_files == 1
-    assert day2.info.data.size < 50_000
+    assert day2.info.stats.stored_bytes < 50_000
     # Day 3 copied a 200 kB file: also referenced.
     assert incrementals[2].info.stats.renamed_files == 1
     # Day 4 changed song.bin in place (same size): it is sent again.
     assert incrementals[3].info.stats.changed_files == 1
-    assert incrementals[3].info.data.size > 190_000
+    assert incrementals[3].info.stats.stored_bytes > 190_000
     assert incrementals[0].info.stats.deleted_files == 1
     assert incrementals[3].info.stats.deleted_files == 1  # docs/old/report.pdf
 
@@ -111,8 +111,8 @@ def test_no_change_incremental_sends_almost_nothing(tmp_path: Path) -> None:
     assert again.info.type == "incremental"
     assert again.info.stats.unchanged_files == first.info.stats.files
     assert again.info.stats.new_files == again.info.stats.changed_files == 0
-    assert again.info.data.size < 5_000  # only directory and link headers
-    assert again.info.requires == [first.backup_id]
+    assert again.info.stats.stored_bytes < 5_000  # the manifest and the index: no data
+    assert again.info.parent == first.backup_id and again.info.requires == []
 
 
 def test_every_nth_backup_is_full(tmp_path: Path) -> None:
@@ -165,6 +165,7 @@ def test_verify_names_a_missing_or_damaged_object_in_the_chain(
         key=master_key,
         block_size=64 * 1024,
         segment_size=segment,
+        format_version=1,  # the chain of archives of format 1
     )
     _day(src, 1)
     incr = run_backup(
@@ -174,6 +175,7 @@ def test_verify_names_a_missing_or_damaged_object_in_the_chain(
         key=master_key,
         block_size=64 * 1024,
         segment_size=segment,
+        format_version=1,  # the chain of archives of format 1
     )
     assert run_verify(repo, "latest", master=master_key, full=True).ok
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from backapp.engine.restore import run_restore
 from backapp.errors import RestoreError, TargetNotEmptyError
 from backapp.storage.local import LocalStorage
 from tests.engine.conftest import make_config
+from tests.helpers.hostile import file_entry, pack_of, rewrite_manifest
 from tests.helpers.trees import restored_root, snapshot
 
 
@@ -34,12 +33,7 @@ def _backup(tmp_path: Path, key: MasterKey | None = None) -> tuple[Repository, B
 
 def _rewrite_manifest(repo: Repository, backup_id: str, edit: Any) -> None:
     """Given an unencrypted backup, rewrite its manifest's entries through ``edit``."""
-    path = Path(repo.storage.description) / repo.key(backup_id, "manifest.json.gz")
-    lines = [json.loads(line) for line in gzip.decompress(path.read_bytes()).splitlines()]
-    header, entries, trailer = lines[0], lines[1:-1], lines[-1]
-    entries = edit(entries)
-    out = [header, *entries, {**trailer, "entries": len(entries)}]
-    path.write_bytes(gzip.compress(b"".join(json.dumps(d).encode() + b"\n" for d in out)))
+    rewrite_manifest(repo, backup_id, edit, order=False)
 
 
 def _file_entry(entries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -157,14 +151,16 @@ def test_damaged_archive_names_the_damaged_file_and_restores_the_rest(
     tmp_path: Path, master_key: MasterKey, encrypted: bool
 ) -> None:
     repo, result, src = _backup(tmp_path, master_key if encrypted else None)
-    data = Path(repo.storage.description) / repo.key(result.backup_id, result.info.data.name)
-    raw = bytearray(data.read_bytes())
-    raw[len(raw) // 2] ^= 0x40  # inside b.bin's data
-    data.write_bytes(bytes(raw))
+    repo = repo.with_key(master_key if encrypted else None)
+    block_id = file_entry(repo, result.backup_id, "b.bin")["blocks"][1][0]
+    pack, offset, length = pack_of(repo, block_id)
+    raw = bytearray(pack.read_bytes())
+    raw[offset + length // 2] ^= 0x40  # inside b.bin's second block
+    pack.write_bytes(bytes(raw))
     restored = run_restore(repo, "latest", tmp_path / "target", master=master_key)
     assert not restored.ok
     assert [p for p, _ in restored.errors] == [str(src / "b.bin").lstrip("/")]
-    assert result.backup_id in restored.errors[0][1]
+    assert block_id[:12] in restored.errors[0][1] and pack.name in restored.errors[0][1]
     root = restored_root(tmp_path / "target", src)
     assert not (root / "b.bin").exists()  # never a silently wrong file
     assert (root / "docs" / "a.txt").read_text() == "alpha\n"
@@ -182,12 +178,13 @@ def test_truncated_archive_restores_what_is_intact_and_names_the_rest(
     config = make_config([src], tmp_path / "dest", encryption=encrypted)
     storage = LocalStorage(tmp_path / "dest")
     result = run_backup(config, storage, slug=slugify(config.name), key=key, block_size=64 * 1024)
-    repo = Repository(storage, "", slugify(config.name))
-    data = tmp_path / "dest" / repo.key(result.backup_id, result.info.data.name)
-    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    repo = Repository(storage, "", slugify(config.name), key)
+    block_id = file_entry(repo, result.backup_id, "z.bin")["blocks"][-1][0]
+    pack, _, _ = pack_of(repo, block_id)
+    pack.write_bytes(pack.read_bytes()[: pack.stat().st_size // 2])
     restored = run_restore(repo, "latest", tmp_path / "target", master=key)
     root = restored_root(tmp_path / "target", src)
     assert (root / "a" / "first.txt").read_text() == "in the first block\n"
     assert [p for p, _ in restored.errors] == [str(src / "z.bin").lstrip("/")]
-    assert "truncated" in restored.errors[0][1]
+    assert "cut short" in restored.errors[0][1]
     assert not (root / "z.bin").exists()

@@ -17,7 +17,7 @@ from backapp.domain.config import BackupConfig, load_config_file
 from backapp.engine.crypto import MasterKey
 from backapp.engine.layout import Repository, newest_per_folder
 from backapp.engine.progress import CancelToken
-from backapp.errors import CancelledError, UsageError
+from backapp.errors import CancelledError, EncryptionKeyError, UsageError
 from backapp.services import configs as config_service
 from backapp.services.configs import StoredConfig
 from backapp.services.context import AppContext
@@ -105,8 +105,15 @@ def choose_config(
 def repository_for(identity: StoredConfig, settings: Settings, cancel: CancelToken) -> Repository:
     """Given a config's identity, return the repository of its backups (for reading)."""
     config = identity.document
+    try:
+        master = master_key(settings, required=False)
+    except EncryptionKeyError:
+        master = None  # a malformed key: encrypted backups list as needing the key
     return Repository(
-        open_config_storage(config, settings, cancel), config.destination.prefix, identity.slug
+        open_config_storage(config, settings, cancel),
+        config.destination.prefix,
+        identity.slug,
+        master,
     )
 
 

@@ -89,7 +89,7 @@ def backup_run(
                     chosen.ctx, chosen.ctx.db.session, chosen.identity.id, config, slug
                 )
             else:
-                repo = Repository(storage, config.destination.prefix, slug)
+                repo = Repository(storage, config.destination.prefix, slug, key)
                 kept = retention.delete_expired(repo, config)
             if hooks is not None:
                 hooks.run(

@@ -17,13 +17,11 @@ from typing import Any
 
 from backapp.engine.archiver import EntryArchiver, _header, _meta_entry, _unchanged
 from backapp.engine.blockstore import BlockRef, BlockWriter
-from backapp.engine.format.chunker import MAX_SIZE, FileReader, new_chunker
+from backapp.engine.format.chunker import FileReader, new_chunker
 from backapp.engine.fsmeta import data_extents, holes_of
 from backapp.engine.manifest import Entry
 from backapp.engine.scan import ScanEntry, os_reason
 from backapp.engine.tarstream import _EOF_MARKER, BLOCK
-
-_ZERO_BLOCK = bytes(MAX_SIZE)
 
 
 class BlockSink:
@@ -58,16 +56,6 @@ class BlockSink:
             update(memoryview(data))
             blocks.append(self.writer.put(data))
             self.offset += chunk.length
-
-    def zeros(self, count: int, blocks: list[BlockRef], update: Any) -> None:
-        """Given a count, store that many zero bytes of file data (what a file that shrank
-        or could not be read owes its header), each piece handed to ``update`` too."""
-        while count:
-            n = min(count, len(_ZERO_BLOCK))
-            update(memoryview(_ZERO_BLOCK)[:n])
-            blocks.append(self.writer.put(_ZERO_BLOCK[:n]))
-            self.offset += n
-            count -= n
 
     def all_stored(self, blocks: list[BlockRef]) -> bool:
         """Given an unchanged file's blocks, return whether all are stored."""
@@ -135,15 +123,20 @@ class BlockArchiver(EntryArchiver):
         stored = self._store_blocks(sink, item)
         if stored is None:
             return None
-        if previous is None:
-            self.stats.new_files += 1
-        else:
+        entry, known = stored
+        if previous is not None:
             self.stats.changed_files += 1
+        elif known:
+            self.stats.renamed_files += 1  # renamed or copied: its content was stored
+        else:
+            self.stats.new_files += 1
         if st.st_nlink > 1:
             self.hardlinks[link_key] = (item.path, True)
-        return stored
+        return entry
 
-    def _store_blocks(self, sink: BlockSink, item: ScanEntry) -> Entry | None:
+    def _store_blocks(self, sink: BlockSink, item: ScanEntry) -> tuple[Entry, bool] | None:
+        """Given a file to read, store its data and header blocks; return its entry and
+        whether its content was stored already (all its data blocks known)."""
         fd = self._open(item)
         if fd is None:
             return None
@@ -154,39 +147,38 @@ class BlockArchiver(EntryArchiver):
                 return None
             entry = _meta_entry(item.path, "file", st)
             entry.xattrs = self._xattrs(item, fd)
-            sink.write(_header(entry, size=st.st_size))
             digest = hashlib.sha256()
             extents = data_extents(fd, st.st_size) if st.st_blocks * 512 < st.st_size else None
             entry.sparse = extents is not None
             spans = list(holes_of(extents, st.st_size)) if extents is not None else None
             reader = FileReader(fd, st.st_size, None, spans)
             blocks: list[BlockRef] = []
+            new_before = sink.writer.stats.new_blocks
             try:
                 sink.data(reader, blocks, lambda view: self._read(digest, view))
             except OSError as exc:
-                # The header already promised st_size bytes: keep what was read, pad the rest.
                 self.skips.warn(item.path, f"read error, stored partially: {os_reason(exc)}")
                 entry.partial = True
+            data_new = sink.writer.stats.new_blocks - new_before
             got = sum(n for _, n in blocks)
-            if got < st.st_size:
-                sink.zeros(st.st_size - got, blocks, digest.update)
-                if not entry.partial:
-                    self.skips.warn(item.path, "file shrank while being read, stored as read")
-                    entry.partial = True
-            sink.end_data(st.st_size)
+            if got < st.st_size and not entry.partial:
+                self.skips.warn(item.path, "file shrank while being read, stored as read")
+                entry.partial = True
             after = os.fstat(fd)
             if not entry.partial and (
                 after.st_size != st.st_size or after.st_mtime_ns != st.st_mtime_ns
             ):
                 self.skips.warn(item.path, "file changed while being read, stored as read")
                 entry.partial = True
-            # As the header promised: zeros stand in for what could not be read.
-            entry.size = st.st_size
+            # The header block is made after the data: it states what was read.
+            sink.write(_header(entry, size=got))
+            sink.end_data(got)
+            entry.size = got
             entry.blocks = blocks
             entry.sha256 = digest.hexdigest()
             self.stats.files += 1
             self.stats.total_bytes += got
             self._done_file(got, counted=True)
-            return entry
+            return entry, got > 0 and data_new == 0
         finally:
             os.close(fd)

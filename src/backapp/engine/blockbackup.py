@@ -131,5 +131,5 @@ class BlockBackupJob:
         """Given the gzip'd manifest, store it as blocks (compressed already); return them."""
         refs = []
         while piece := spool.read(MANIFEST_PIECE):
-            refs.append(self.writer.put(piece, algorithm="none"))
+            refs.append(self.writer.put(piece, algorithm="none", meta=True))
         return refs

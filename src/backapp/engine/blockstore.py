@@ -27,6 +27,7 @@ from typing import IO
 from backapp.engine.compress import BlockPipeline, Codec, codec_named
 from backapp.engine.format.blockindex import BlockIndex, index_key, write_index
 from backapp.engine.format.envelope import open_block, seal_block
+from backapp.engine.format.keys import FolderKeys
 from backapp.engine.format.packs import BlockLocation, PackWriter, pack_key
 from backapp.engine.layout import Repository
 from backapp.engine.streams import prefetch
@@ -39,6 +40,8 @@ INDEX_EVERY = 32  # packs (about 512 MiB) per index object while a run goes on
 _PLACEHOLDER = BlockLocation("0" * 32, 0, 0, 0, "none")  # queued in this run, not packed yet
 
 BlockRef = tuple[str, int]  # (block id, plaintext size)
+_Queued = tuple[str, bytes, str, bool]  # id, plaintext, compression, manifest block
+_Sealed = tuple[str, bytes, int, str, bool]  # id, stored bytes, size, compression, manifest
 
 
 @dataclass
@@ -85,24 +88,28 @@ class BlockWriter:
         self.packs = PackWriter(
             repo.storage, repo.base, self.keys, self._packed, on_transfer, **kwargs
         )
-        self.pipeline: BlockPipeline[tuple[str, bytes, str], tuple[str, bytes, int, str]] = (
-            BlockPipeline(
-                self._seal,
-                self._store,
-                workers=workers,
-                depth=workers * 2,
-                interrupt=interrupt if callable(interrupt) else None,
-            )
+        # Manifests go into packs of their own: damage to a data pack never takes the list
+        # of what is in the backup with it.
+        self.meta_packs = PackWriter(
+            repo.storage, repo.base, self.keys, self._packed, on_transfer, **kwargs
+        )
+        self.pipeline: BlockPipeline[_Queued, _Sealed] = BlockPipeline(
+            self._seal,
+            self._store,
+            workers=workers,
+            depth=workers * 2,
+            interrupt=interrupt if callable(interrupt) else None,
         )
 
     def known(self, block_id: str) -> bool:
         """Given a block id, return whether the folder holds it (or this run queued it)."""
         return block_id in self.index
 
-    def put(self, plain: bytes, algorithm: str | None = None) -> BlockRef:
-        """Given a block's plaintext (and a compression other than the run's, e.g. "none"
-        for what is compressed already), store it unless it is stored already; return its
-        reference. Re-raise a failure of the pipeline."""
+    def put(self, plain: bytes, algorithm: str | None = None, *, meta: bool = False) -> BlockRef:
+        """Given a block's plaintext (a compression other than the run's, e.g. "none" for
+        what is compressed already; ``meta`` for a manifest's blocks, packed apart from
+        data), store it unless it is stored already; return its reference. Re-raise a
+        failure of the pipeline."""
         block_id = self.keys.block_id(plain)
         if block_id in self.index:
             self.stats.reused_blocks += 1
@@ -111,23 +118,20 @@ class BlockWriter:
         self.index.add(block_id, _PLACEHOLDER)
         self.stats.new_blocks += 1
         self.stats.new_bytes += len(plain)
-        self.pipeline.submit((block_id, plain, algorithm or self.codec.algorithm))
+        self.pipeline.submit((block_id, plain, algorithm or self.codec.algorithm, meta))
         return block_id, len(plain)
 
-    def _seal(self, item: tuple[str, bytes, str]) -> tuple[str, bytes, int, str]:
-        block_id, plain, algorithm = item
+    def _seal(self, item: _Queued) -> _Sealed:
+        block_id, plain, algorithm, meta = item
         codec = self.codec if algorithm == self.codec.algorithm else codec_named(algorithm)
-        return (
-            block_id,
-            seal_block(self.keys, block_id, codec.compress(plain)),
-            len(plain),
-            algorithm,
-        )
+        stored = seal_block(self.keys, block_id, codec.compress(plain))
+        return block_id, stored, len(plain), algorithm, meta
 
-    def _store(self, item: tuple[str, bytes, int, str]) -> None:
+    def _store(self, item: _Sealed) -> None:
         # On the pipeline's one sink thread: packs are written in order, by one thread.
-        block_id, stored, size, algorithm = item
-        self.packs.add(block_id, stored, size, algorithm)
+        block_id, stored, size, algorithm, meta = item
+        packs = self.meta_packs if meta else self.packs
+        packs.add(block_id, stored, size, algorithm)
 
     def _packed(self, name: str, table: dict[str, BlockLocation]) -> None:
         self.stats.packs.append(name)
@@ -146,8 +150,9 @@ class BlockWriter:
         Raise StorageError, IntegrityError, ArchiveError."""
         self.pipeline.close()
         self.packs.flush()
+        self.meta_packs.flush()
         self._write_index()
-        self.stats.stored_bytes = self.packs.stored_bytes
+        self.stats.stored_bytes = self.packs.stored_bytes + self.meta_packs.stored_bytes
         for name in self.stats.indexes:
             head = self.repo.storage.head(index_key(self.repo.base, name))
             if head is None:
@@ -165,6 +170,7 @@ class BlockWriter:
         """Stop: drop what is queued, discard the open pack (never raises)."""
         self.pipeline.abort()
         self.packs.abort()
+        self.meta_packs.abort()
 
     def remove_written(self) -> None:
         """Delete the packs and index objects this run wrote (a failed run). Never raises."""
@@ -185,7 +191,7 @@ class BlockWriter:
 
 _RUN_MAX = 8 * 1024 * 1024  # one request reads neighbouring blocks up to this much
 _GAP = 256 * 1024  # and reads through gaps this small
-_CACHE = 16  # recently read blocks kept (files repeat blocks: zeros, copies)
+_CACHE_BYTES = 8 * 1024 * 1024  # recently read blocks kept (files repeat blocks: zeros)
 
 
 @dataclass(frozen=True)
@@ -211,12 +217,15 @@ def load_index(repo: Repository) -> tuple[BlockIndex, list[tuple[str, str]]]:
 class BlockFetcher:
     """Reads blocks of one config folder (see the module docstring)."""
 
-    def __init__(self, repo: Repository, index: BlockIndex, workers: int = 2) -> None:
+    def __init__(
+        self, repo: Repository, index: BlockIndex, keys: FolderKeys, workers: int = 2
+    ) -> None:
         self.repo = repo
         self.index = index
-        self.keys = repo.keys
+        self.keys = keys
         self.workers = workers
         self._cache: OrderedDict[str, bytes] = OrderedDict()
+        self._cached = 0  # bytes in the cache
         self._lock = threading.Lock()
 
     def read(self, refs: Iterable[BlockRef]) -> Iterator[tuple[BlockRef, bytes | Damage]]:
@@ -294,11 +303,12 @@ class BlockFetcher:
             except IntegrityError as exc:
                 out.append((ref, Damage(ref[0], ref[1], str(exc))))
                 continue
-            if len(run) == 1:
+            if len(run) == 1 and ref[0] not in self._cache:
                 with self._lock:
                     self._cache[ref[0]] = plain
-                    while len(self._cache) > _CACHE:
-                        self._cache.popitem(last=False)
+                    self._cached += len(plain)
+                    while self._cached > _CACHE_BYTES:
+                        self._cached -= len(self._cache.popitem(last=False)[1])
             out.append((ref, plain))
         return out
 

@@ -247,6 +247,11 @@ class Repository:
         self.master = master
         self.keys = FolderKeys.derive(master, slug)
 
+    def keys_for(self, info: BackupInfo) -> FolderKeys:
+        """Given a backup of this folder, return the keys its objects are sealed with (an
+        unencrypted backup's are plain, whatever key this repository was opened with)."""
+        return self.keys if info.encrypted else FolderKeys(self.slug)
+
     def with_key(self, master: MasterKey | None) -> Repository:
         """Given the key (None: none), return this repository opened with it (itself if
         it was opened with it already)."""

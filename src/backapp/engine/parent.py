@@ -45,12 +45,17 @@ def spool_manifest(
     download its manifest (decrypted, still gzip'd) to a local spool file."""
     if info.format_version >= 2:
         assert info.manifest_blocks is not None
+        repo = repo.with_key(master)
         label = f"manifest of backup {info.backup_id}"
         if index is not None:
-            return spool_blocks(BlockFetcher(repo, index), info.manifest_blocks, label)
+            return spool_blocks(
+                BlockFetcher(repo, index, repo.keys_for(info)), info.manifest_blocks, label
+            )
         loaded, _ = load_index(repo)
         with loaded:
-            return spool_blocks(BlockFetcher(repo, loaded), info.manifest_blocks, label)
+            return spool_blocks(
+                BlockFetcher(repo, loaded, repo.keys_for(info)), info.manifest_blocks, label
+            )
     assert info.manifest is not None
     spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024)  # noqa: SIM115
     try:

@@ -104,6 +104,7 @@ def run_restore(
     """
     started = time.monotonic()
     cancel = cancel or CancelToken()
+    repo = repo.with_key(master)
     backup_id = repo.resolve(backup)
     target = target.absolute()
     select = Selection(include) if include else None

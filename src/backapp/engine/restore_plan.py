@@ -145,6 +145,7 @@ class RestorePlan:
                 sha256=entry.sha256,
                 backup=entry.backup,
                 offset=entry.offset,
+                blocks=entry.blocks,
                 sparse=entry.sparse,
                 partial=entry.partial,
                 xattrs=entry.xattrs,

@@ -262,7 +262,9 @@ class Snapshot:
         its archive. Raise BackupNotFoundError, IntegrityError, StorageError."""
         if self.version >= 2:
             assert backup_id is None and self.index is not None
-            return BlockArchiveReader(self.info, BlockFetcher(self.repo, self.index))
+            return BlockArchiveReader(
+                self.info, BlockFetcher(self.repo, self.index, self.repo.keys_for(self.info))
+            )
         info = self.source(backup_id)
         trailer = self.trailer if info is self.info else self._trailers.get(info.backup_id)
         if trailer is None:

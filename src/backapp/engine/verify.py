@@ -93,6 +93,7 @@ def run_verify(
     """
     started = time.monotonic()
     cancel = cancel or CancelToken()
+    repo = repo.with_key(master)
     backup_id = repo.resolve(backup)
     result = VerifyResult(backup_id, full)
     try:

@@ -10,6 +10,7 @@ from backapp.domain.config import BackupConfig, LocalDestination, S3Destination
 from backapp.engine.crypto import MasterKey
 from backapp.engine.layout import Repository
 from backapp.engine.progress import CancelToken
+from backapp.errors import EncryptionKeyError
 from backapp.services.logins import LoginGuard
 from backapp.settings import Settings
 from backapp.storage import Storage
@@ -60,6 +61,10 @@ class AppContext:
     ) -> Repository:
         """Given a config and its stored slug, return the repository of its backups for
         reading and deleting (downloads at the config's download limit, if any)."""
+        try:
+            master = self.master_key(required=False)
+        except EncryptionKeyError:
+            master = None  # a malformed key: encrypted backups list as needing the key
         return Repository(
             self.storage_for(
                 config.destination,
@@ -68,4 +73,5 @@ class AppContext:
             ),
             config.destination.prefix,
             slug,
+            master,
         )

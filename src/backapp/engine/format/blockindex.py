@@ -25,10 +25,10 @@ import sqlite3
 import tempfile
 from collections.abc import Iterable, Iterator
 
-from backapp.engine.format.envelope import open_sealed, seal
+from backapp.engine.format.envelope import ENCRYPTED, open_sealed, seal
 from backapp.engine.format.keys import FolderKeys
 from backapp.engine.format.packs import ALGORITHMS, BlockLocation, is_pack_name
-from backapp.errors import ArchiveError, IntegrityError
+from backapp.errors import ArchiveError, EncryptionKeyError, IntegrityError
 from backapp.storage import Storage, join_key
 
 INDEX = "index"
@@ -79,6 +79,10 @@ def read_index(
     Raise IntegrityError (damaged, moved, or another config's), StorageError."""
     label = f"index {name}"
     sealed = b"".join(storage.get(index_key(base, name), 0, MAX_INDEX))
+    if sealed[:1] != bytes([ENCRYPTED]):
+        keys = FolderKeys(keys.slug)  # a plain index (of unencrypted backups) in any folder
+    elif not keys.encrypted:
+        raise EncryptionKeyError(f"{label} is encrypted: reading it needs BACKUP_ENCRYPTION_KEY")
     payload = open_sealed(keys, "index", name, sealed, label)
     try:
         doc = json.loads(gzip.decompress(payload))
@@ -184,7 +188,7 @@ class BlockIndex:
         for name in index_names(storage, base):
             try:
                 rows = list(read_index(storage, base, keys, name))  # all or nothing
-            except IntegrityError as exc:
+            except (IntegrityError, EncryptionKeyError) as exc:
                 problems.append((name, str(exc)))
                 continue
             self.add_all(rows)

@@ -73,8 +73,6 @@ def open_marker(keys: FolderKeys | None, backup_id: str, doc: dict[str, Any]) ->
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise ArchiveError(f"{label} is damaged (sealed part is not JSON)") from None
     else:
-        if keys is not None and keys.encrypted:
-            raise TamperedError(f"{label} is not encrypted, but this config's backups are")
         info = doc.get("info")
         check = doc.get("check")
         if not isinstance(info, dict) or not isinstance(check, str):

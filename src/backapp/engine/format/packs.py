@@ -22,7 +22,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from backapp.engine.format.envelope import open_sealed, seal
+from backapp.engine.format.envelope import ENCRYPTED, open_sealed, seal
 from backapp.engine.format.keys import FolderKeys
 from backapp.errors import ArchiveError, IntegrityError
 from backapp.storage import ObjectWriter, Storage, TransferCallback, join_key
@@ -152,6 +152,8 @@ def read_table(
         raise ArchiveError(f"{label}: its table length is out of range (damaged or truncated)")
     start = size - 4 - table_len
     sealed = b"".join(storage.get(key, start, size - 4))
+    if sealed[:1] != bytes([ENCRYPTED]):
+        keys = FolderKeys(keys.slug)  # a pack of unencrypted backups
     payload = open_sealed(keys, "pack-table", name, sealed, f"the table of {label}")
     try:
         doc = json.loads(payload)
