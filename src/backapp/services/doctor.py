@@ -220,7 +220,10 @@ def check_config(
     repository = Repository(storage, config.destination.prefix, identity.slug, master)
     try:
         findings.append(_probe(subject, storage, config, where, clock))
-        findings.extend(_check_newest(subject, repository, key))
+        for finding in _check_newest(subject, repository, key):
+            if finding.topic == T_KEY_MISSING and any(f.topic == T_KEY_MISSING for f in findings):
+                continue  # said once per config
+            findings.append(finding)
     except StorageError as exc:
         findings.append(_problem(f"{subject} → {where}", exc.message, _storage_topic(exc)))
     return findings
