@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL = 2.0
 NOTIFY_INTERVAL = 5.0  # the sender looks at least this often (a tick wakes it sooner)
 OVERDUE_INTERVAL = 30.0  # how often the missed-backup alarm (options.maxAgeHours) looks
+TIDY_INTERVAL = 300.0  # how often the notification outbox is tidied
 
 
 class SchedulerService:
@@ -107,12 +108,16 @@ class SchedulerService:
         self._notify_due.set()
 
     def _send_notifications(self, done: threading.Event) -> None:
+        tidy_at = 0.0
         while not done.is_set():
             self._notify_due.wait(NOTIFY_INTERVAL)
             self._notify_due.clear()
             if done.is_set():
                 continue
             try:
+                if time.monotonic() >= tidy_at:
+                    notifications.tidy(self.ctx)
+                    tidy_at = time.monotonic() + TIDY_INTERVAL
                 notifications.dispatch(self.ctx, self.notify_since)
             except DatabaseError as exc:
                 logger.info("notifications wait for the database: %s", exc)

@@ -143,13 +143,20 @@ def _settle(
         event.next_attempt_at = now + timedelta(seconds=RETRY_PAUSE * 3 ** (event.attempts - 1))
 
 
-def dispatch(ctx: AppContext, env_since: datetime, now: datetime | None = None) -> int:
-    """Given when the environment's targets were read, send every due event to its targets;
-    return how many deliveries succeeded. A failed delivery is logged and retried later."""
+def tidy(ctx: AppContext, now: datetime | None = None) -> None:
+    """Free the claims of senders that died mid-way, and forget events older than
+    KEEP_EVENTS (the scheduler calls this now and then, not at every send)."""
     now = now or utcnow()
     with ctx.db.session() as session:
         repo.release_stale_claims(session, now - STALE_CLAIM)
         repo.prune_events(session, now - KEEP_EVENTS)
+
+
+def dispatch(ctx: AppContext, env_since: datetime, now: datetime | None = None) -> int:
+    """Given when the environment's targets were read, send every due event to its targets;
+    return how many deliveries succeeded. A failed delivery is logged and retried later."""
+    now = now or utcnow()
+    with ctx.db.session(read_only=True) as session:
         pending = repo.pending_events(session, now, MAX_ATTEMPTS)
     sent = 0
     for event_id in pending:
