@@ -58,7 +58,7 @@ def test_failures_recoveries_and_missed_backups_reach_email_and_a_webhook(
         assert "Backup of 'Photos' failed" in mail.splitlines()[0]
         assert f"{source} does not exist" in mail
         assert f"{BASE_URL}/backups/logs/{first.id}" in mail
-        assert "Host: " in mail and "When: " in mail
+        assert "\nHost: " in mail and "\nWhen: " in mail  # one fact a line, in e-mail too
         call = next(r for r in hook.received if "Photos" in r["title"])
         assert call["type"] == "failure" and f"{BASE_URL}/backups/logs/" in call["message"]
 
@@ -84,6 +84,7 @@ def test_failures_recoveries_and_missed_backups_reach_email_and_a_webhook(
     recovered = next(t for t in smtp.texts() if "recovered" in t)
     assert "Backup of 'Photos' recovered" in recovered.splitlines()[0]
     assert f"{BASE_URL}/backups/logs/{done.id}" in recovered
+    assert f"\nBackup: {done.backup_id} (full), 1 files, 400 B read" in recovered
     photo_alerts = [a for a in _alerts(ctx) if a.config_id == broken_id]
     failed_runs = [r for r in runs_of(ctx, broken_id) if r.status == "failed"]
     # One alert and one failure message per failed run; every one resolved by the success.

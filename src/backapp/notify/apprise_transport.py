@@ -78,6 +78,8 @@ class AppriseTransport:
                 body=notification.body,
                 title=notification.title,
                 notify_type=_TYPES.get(notification.severity, apprise.NotifyType.WARNING),
+                # Plain text, one fact a line: e-mail keeps the lines (as HTML it joins them).
+                body_format=apprise.NotifyFormat.TEXT,
             )
             said = captured.getvalue().strip().splitlines()
         if not ok:

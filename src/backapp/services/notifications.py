@@ -61,6 +61,15 @@ def record(
     return row
 
 
+def _size(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
 def _where(document: BackupConfig | None) -> str:
     if document is None:
         return ""
@@ -87,6 +96,12 @@ def compose(session: Session, event: NotificationEvent, base_url: str) -> Notifi
     if event.config_name:
         where = _where(document)
         lines.append(f"Config: {event.config_name}" + (f" (backs up to {where})" if where else ""))
+    if run is not None and run.status == "completed" and run.kind == "backup":
+        lines.append(
+            f"Backup: {run.backup_id} ({run.type}), {run.files_processed} files, "
+            f"{_size(run.total_bytes)} read, {_size(run.stored_bytes)} stored"
+            + (f", in {run.duration_seconds:.0f} s" if run.duration_seconds is not None else "")
+        )
     lines.append(f"Host: {host}")
     lines.append(f"When: {event.created_at:%Y-%m-%d %H:%M:%S} UTC")
     if event.run_id:
