@@ -314,3 +314,25 @@ def test_the_documented_pg_dump_hook_dumps_a_database_that_pg_restore_brings_bac
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@SQLITE_ONLY
+def test_a_scheduled_run_runs_the_hooks_too(
+    api: Api, worker: Any, source: Path, dest: Path, tmp_path: Path
+) -> None:
+    seen = tmp_path / "trigger.txt"
+    document = _with_hooks(
+        source, dest, {"before": [["sh", "-c", f'echo "$BACKAPP_TRIGGER" >> {seen}']]}
+    )
+    document["schedule"] = {"cronExpression": "* * * * * *", "timezone": "UTC"}  # every second
+    created = api.create_config(document)
+    deadline = time.monotonic() + 15
+    while not api.get("/api/backups/logs", params={"status": "completed"}).json():
+        assert time.monotonic() < deadline, "no scheduled run completed"
+        time.sleep(0.1)
+    url = f"/api/backups/configs/{created['id']}"
+    assert api.patch(url, json={"enabled": False}).status_code == 200
+    run = api.get("/api/backups/logs", params={"status": "completed"}).json()[-1]
+    assert run["trigger"] == "scheduled"
+    assert run["details"]["hooks"][0]["ok"]
+    assert seen.read_text().splitlines()[0] == "scheduled"
