@@ -111,7 +111,11 @@ def secrets_of(settings: Settings, environ: Mapping[str, str]) -> list[str]:
     must never show (masked if a hook prints one anyway)."""
     found = [
         secret.get_secret_value()
-        for secret in (settings.backup_encryption_key, settings.admin_password)
+        for secret in (
+            settings.backup_encryption_key,
+            settings.admin_password,
+            settings.metrics_token,
+        )
         if secret is not None
     ]
     found += [environ.get(name, "") for name in SECRET_ENV if not name.endswith("_FILE")]
