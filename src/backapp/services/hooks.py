@@ -23,7 +23,7 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from backapp.db.repositories.runs import RunOutcome
-from backapp.domain.config import HookCommand, Hooks
+from backapp.domain.config import HOOK_PHASES, HookCommand, Hooks
 from backapp.engine.progress import CancelToken
 from backapp.errors import CancelledError, HookError
 from backapp.settings import Settings
@@ -247,9 +247,7 @@ class RunHooks:
 
     def __post_init__(self) -> None:
         if self.hooks is not None and not self.hooks.empty and not self.enabled:
-            counts = ", ".join(
-                f"{len(self.hooks.commands(p))} {p}" for p in ("before", "after", "onError")
-            )
+            counts = ", ".join(f"{len(self.hooks.commands(p))} {p}" for p in HOOK_PHASES)
             self.warnings.append(
                 f"hooks are off on this server (BACKAPP_HOOKS=off): not run ({counts})"
             )
