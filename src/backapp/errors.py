@@ -29,6 +29,7 @@ the API and the pages share; exit codes are the CLI's own).
     ├── ConflictError               the request conflicts with the current state
     │   ├── RepositoryLockedError       another run holds the lock of a config's backups
     │   ├── BackupRequiredError         a backup to forget is still needed by a kept one
+    │   ├── PruneRefusedError           prune cannot tell what a backup references
     │   └── DuplicateRunError           the database refused a run (one is active, or fired)
     ├── AuthenticationError         no valid credentials
     │   ├── TooManyAttemptsError        too many failed logins: wait ``retry_after`` seconds
@@ -195,6 +196,11 @@ class XattrUnsupportedError(XattrReadError):
 
 class BackupRequiredError(ConflictError):
     """A backup cannot be forgotten: a backup that stays still requires it (its chain)."""
+
+
+class PruneRefusedError(ConflictError):
+    """Prune does not delete: a backup's manifest cannot be read, so what it references
+    is not known (a damaged backup, or an encrypted one and no key)."""
 
 
 class DuplicateRunError(ConflictError):

@@ -31,8 +31,13 @@ class Chain:
         self.tmp = tmp_path
 
     def backup(self) -> BackupResult:
+        # Format 1: chains of archives (format 2 has no chains: see test_blocks_damage.py).
         return run_backup(
-            self.config, self.storage, slug=slugify(self.config.name), block_size=16 * 1024
+            self.config,
+            self.storage,
+            slug=slugify(self.config.name),
+            block_size=16 * 1024,
+            format_version=1,
         )
 
     def change(self) -> None:

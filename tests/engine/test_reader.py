@@ -15,12 +15,19 @@ from backapp.engine.crypto import MasterKey
 from backapp.engine.layout import Repository
 from backapp.engine.manifest import Entry
 from backapp.engine.parent import open_manifest
+from backapp.engine.blockreader import BlockArchiveReader
 from backapp.engine.reader import ArchiveReader
+from backapp.engine.snapshot import Snapshot
 from backapp.storage.local import LocalStorage
 from tests.engine.conftest import make_config
 
 
-def _backup(tmp_path: Path, key: MasterKey) -> tuple[ArchiveReader, list[Entry], dict[str, bytes]]:
+Reader = ArchiveReader | BlockArchiveReader
+
+
+def _backup(
+    tmp_path: Path, key: MasterKey, version: int
+) -> tuple[Reader, list[Entry], dict[str, bytes]]:
     src = tmp_path / "src"
     src.mkdir()
     contents = {}
@@ -37,15 +44,20 @@ def _backup(tmp_path: Path, key: MasterKey) -> tuple[ArchiveReader, list[Entry],
         key=key,
         block_size=64 * 1024,
         segment_size=10_000,
+        format_version=version,
     )
-    repo = Repository(storage, "", slugify(config.name))
+    repo = Repository(storage, "", slugify(config.name), key)
+    if version >= 2:
+        snap = Snapshot(repo, result.backup_id, key)
+        files = [e for e in snap.entries() if e.type == "file"]
+        return snap.archive(None), files, contents
     reader = open_manifest(repo, result.info, key)
     files = [e for e in reader if e.type == "file"]
     archive = ArchiveReader(repo, result.info, reader.read_trailer(), key)
     return archive, files, contents
 
 
-def _collect(archive: ArchiveReader, entries: list[Entry], whole: bool) -> dict[str, bytes]:
+def _collect(archive: Reader, entries: list[Entry], whole: bool) -> dict[str, bytes]:
     got: dict[str, bytearray] = defaultdict(bytearray)
     for piece in archive.pieces(iter(entries), whole=whole):
         assert piece.error is None
@@ -53,12 +65,13 @@ def _collect(archive: ArchiveReader, entries: list[Entry], whole: bool) -> dict[
     return {k: bytes(v) for k, v in got.items()}
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("whole", [False, True])
 @pytest.mark.parametrize("order", ["archive", "reversed", "shuffled", "sparse"])
 def test_pieces_returns_every_file_exactly_in_any_order(
-    tmp_path: Path, master_key: MasterKey, order: str, whole: bool
+    tmp_path: Path, master_key: MasterKey, order: str, whole: bool, version: int
 ) -> None:
-    archive, files, contents = _backup(tmp_path, master_key)
+    archive, files, contents = _backup(tmp_path, master_key, version)
     if order == "reversed":
         files = files[::-1]
     elif order == "shuffled":

@@ -1,4 +1,5 @@
-"""``backapp forget``: apply a config's retention policy now, or forget one backup."""
+"""``backapp forget``: apply a config's retention policy now, or forget one backup;
+``backapp prune``: delete the blocks no backup references any more."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from backapp.cli.chosen import (
     interrupted,
     repository_for,
 )
-from backapp.cli.output import EXIT_FAILED, fail, out_console
+from backapp.cli.output import EXIT_FAILED, fail, human_bytes, out_console
 from backapp.cli.signals import interruptible
 from backapp.errors import BackappError, CancelledError
 from backapp.services import retention
@@ -134,3 +135,40 @@ def _print_applied(outcome: dict[str, Any], as_json: bool) -> None:
             out_console.print(f"  [yellow]not deleted:[/] {problem}", soft_wrap=True)
     if failed:
         raise typer.Exit(EXIT_FAILED)
+
+
+def prune(
+    config_file: ConfigFile = None,
+    config_ref: ConfigRef = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", "-n", help="Only say what would be deleted."),
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Delete the stored blocks that no backup of the config references any more (after
+    forget). Waits for a running backup of the config to finish; deletes nothing if a
+    backup cannot be read."""
+    try:
+        settings = Settings()
+        with interruptible() as cancel:
+            chosen = choose_config(config_file, config_ref, settings, cancel)
+            repo = repository_for(chosen.identity, settings, cancel)
+            result = retention.prune(repo, dry_run=dry_run)
+    except CancelledError as exc:
+        interrupted(exc, as_json)
+    except BackappError as exc:
+        fail(exc, as_json=as_json)
+    if as_json:
+        print(json.dumps(result.to_json()))
+        return
+    verb = "would be" if dry_run else "were"
+    out_console.print(
+        f"{'Prune (dry run)' if dry_run else '[bold green]Pruned[/]'}: "
+        f"{result.blocks_removed:,} unreferenced block(s) {verb} removed, "
+        f"{human_bytes(result.bytes_freed)} freed; {result.packs_removed} pack(s) deleted, "
+        f"{result.packs_repacked} repacked, {result.packs_unlisted_removed} left by "
+        f"interrupted runs; {result.blocks_kept:,} block(s) of {result.backups} backup(s) kept"
+    )
+    for note in result.notes:
+        out_console.print(f"  [yellow]note:[/] {note}", soft_wrap=True)

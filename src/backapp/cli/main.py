@@ -25,6 +25,7 @@ app.command("restore")(engine_cmds.restore)
 app.command("verify")(engine_cmds.verify)
 app.command("decrypt")(engine_cmds.decrypt)
 app.command("forget")(forget_cmd.forget)
+app.command("prune")(forget_cmd.prune)
 app.command("doctor")(doctor_cmd.doctor)
 app.command("serve")(server_cmds.serve)
 app.command("web")(server_cmds.web)
@@ -63,6 +64,9 @@ def _root(
 def main() -> None:
     """Run the CLI: an unexpected error ends in one line and exit 1, not a traceback
     (``-v`` logs the traceback too)."""
+    from backapp.memory import keep_memory_flat
+
+    keep_memory_flat()
     try:
         app()
     except Exception as exc:  # the top of the CLI: report, never a traceback

@@ -84,6 +84,7 @@ class BlockWriter:
         for name, problem in self.index_problems:
             logger.warning("%s: index %s cannot be read (%s)", repo.location, name, problem)
         self._unindexed: dict[str, dict[str, BlockLocation]] = {}
+        self._in_packs = 0  # blocks the finished packs' tables list
         kwargs = {} if pack_size is None else {"pack_size": pack_size}
         self.packs = PackWriter(
             repo.storage, repo.base, self.keys, self._packed, on_transfer, **kwargs
@@ -135,6 +136,7 @@ class BlockWriter:
 
     def _packed(self, name: str, table: dict[str, BlockLocation]) -> None:
         self.stats.packs.append(name)
+        self._in_packs += len(table)
         self._unindexed[name] = dict(table)
         if len(self._unindexed) >= INDEX_EVERY:
             self._write_index()
@@ -151,6 +153,11 @@ class BlockWriter:
         self.pipeline.close()
         self.packs.flush()
         self.meta_packs.flush()
+        if self._in_packs != self.stats.new_blocks:
+            raise ArchiveError(
+                f"{self._in_packs} of {self.stats.new_blocks} new blocks reached a pack "
+                "(data was lost on the way to storage)"
+            )
         self._write_index()
         self.stats.stored_bytes = self.packs.stored_bytes + self.meta_packs.stored_bytes
         for name in self.stats.indexes:
@@ -162,9 +169,16 @@ class BlockWriter:
 
     def check_stored(self) -> None:
         """Check that storage holds every pack this run wrote. Raise StorageError."""
+        sizes = {**self.packs.sizes, **self.meta_packs.sizes}
         for name in self.stats.packs:
-            if self.repo.storage.head(pack_key(self.repo.base, name)) is None:
+            key = pack_key(self.repo.base, name)
+            head = self.repo.storage.head(key)
+            if head is None:
                 raise StorageError(f"pack {name} is missing from storage right after its upload")
+            if head.size != sizes[name]:
+                raise IntegrityError(
+                    f"{key} holds {head.size} bytes in storage, but {sizes[name]} were written"
+                )
 
     def abort(self) -> None:
         """Stop: drop what is queued, discard the open pack (never raises)."""
@@ -189,7 +203,7 @@ class BlockWriter:
 
 # -- reading ---------------------------------------------------------------------------
 
-_RUN_MAX = 8 * 1024 * 1024  # one request reads neighbouring blocks up to this much
+_RUN_MAX = 4 * 1024 * 1024  # one request reads neighbouring blocks up to this much
 _GAP = 256 * 1024  # and reads through gaps this small
 _CACHE_BYTES = 8 * 1024 * 1024  # recently read blocks kept (files repeat blocks: zeros)
 
@@ -233,7 +247,8 @@ class BlockFetcher:
         plaintext (or its Damage), in that order. Raise StorageError (storage unreachable
         after retries)."""
         with ThreadPoolExecutor(self.workers, thread_name_prefix="backapp-open") as pool:
-            ahead = prefetch(self._runs(refs, pool), depth=self.workers * 2)
+            # Runs waiting, read or being read: about (depth + workers) x 2 x _RUN_MAX bytes.
+            ahead = prefetch(self._runs(refs, pool), depth=self.workers)
             try:
                 for future in ahead:
                     yield from future.result()
@@ -280,9 +295,10 @@ class BlockFetcher:
                 for ref, _ in run
             ]
         out: list[tuple[BlockRef, bytes | Damage]] = []
+        view = memoryview(raw)
         for ref, loc in run:
             assert loc is not None
-            piece = raw[loc.offset - start : loc.offset - start + loc.length]
+            piece = bytes(view[loc.offset - start : loc.offset - start + loc.length])
             label = f"block {ref[0][:12]}… in pack {loc.pack}"
             if len(piece) < loc.length:
                 out.append((ref, Damage(ref[0], ref[1], f"{label} is cut short (pack truncated)")))

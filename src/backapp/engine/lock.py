@@ -116,8 +116,10 @@ class RepoLock:
         *,
         stale_after: float = STALE_SECONDS,
         refresh_every: float = REFRESH_SECONDS,
+        wait: float = 0.0,
     ) -> None:
         self.repo = repo
+        self.wait = wait
         self.purpose = purpose
         self.backup_id = backup_id
         self.stale_after = stale_after
@@ -130,7 +132,7 @@ class RepoLock:
         self._created = datetime.now(UTC).isoformat(timespec="seconds")
 
     def __enter__(self) -> RepoLock:
-        self.acquire()
+        self.acquire(wait=self.wait)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -151,8 +153,20 @@ class RepoLock:
         }
         return json.dumps(doc).encode()
 
-    def acquire(self, attempts: int = 3) -> None:
-        """Take the lock, removing stale ones. Raise RepositoryLockedError, StorageError."""
+    def acquire(self, attempts: int = 3, wait: float = 0.0) -> None:
+        """Take the lock, removing stale ones; while another live lock holds it, try again
+        for up to ``wait`` seconds. Raise RepositoryLockedError, StorageError."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                self._acquire(attempts)
+                return
+            except RepositoryLockedError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+
+    def _acquire(self, attempts: int) -> None:
         blocker: LockHolder | None = None
         for attempt in range(attempts):
             self.repo.storage.put_bytes(self.key, self._document())

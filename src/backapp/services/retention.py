@@ -14,7 +14,8 @@ from backapp.domain.config import BackupConfig, RetentionPolicy
 from backapp.domain.retention import RetentionPlan, StoredBackup, plan_retention
 from backapp.engine.layout import BackupInfo, ListedBackup, Repository
 from backapp.engine.lock import RepoLock
-from backapp.errors import BackappError, BackupRequiredError
+from backapp.engine.prune import PruneResult, run_prune
+from backapp.errors import BackappError, BackupRequiredError, CancelledError
 from backapp.services.context import AppContext
 
 logger = logging.getLogger(__name__)
@@ -151,7 +152,28 @@ def delete_expired(repo: Repository, config: BackupConfig) -> dict[str, Any]:
     result: dict[str, Any] = {"deleted": deleted, "kept": len(plan.keep)}
     if errors:
         result["errors"] = errors
+    if deleted:
+        result["prune"] = prune_after(repo)
     return {"retention": result}
+
+
+def prune_after(repo: Repository) -> dict[str, Any]:
+    """Given a repository whose backups were just forgotten, delete the blocks no backup
+    references any more; return what prune did (or why it did not). Never raises but
+    for a cancel."""
+    try:
+        return run_prune(repo, master=repo.master).to_json()
+    except CancelledError:
+        raise
+    except BackappError as exc:
+        logger.warning("prune of %s skipped: %s", repo.location, exc)
+        return {"error": f"prune skipped: {exc}"}
+
+
+def prune(repo: Repository, *, dry_run: bool = False) -> PruneResult:
+    """Given a config's repository, prune it (see engine.prune). Raise PruneRefusedError,
+    RepositoryLockedError, StorageError."""
+    return run_prune(repo, master=repo.master, dry_run=dry_run)
 
 
 def forget_backup(repo: Repository, ref: str, *, dry_run: bool = False) -> str:

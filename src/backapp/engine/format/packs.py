@@ -77,6 +77,7 @@ class PackWriter:
         self.base = base
         self.keys = keys
         self.on_pack = on_pack
+        self.sizes: dict[str, int] = {}  # finished packs and their stored sizes
         self.on_transfer = on_transfer
         self.pack_size = pack_size
         self.stored_bytes = 0  # bytes of finished packs
@@ -119,7 +120,11 @@ class PackWriter:
         table = seal(self.keys, "pack-table", self._name, payload)
         self._writer.write(table + struct.pack(">I", len(table)))
         writer, self._writer = self._writer, None
-        info = writer.commit()
+        try:
+            info = writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
         expected = self._offset + len(table) + 4
         if info.size != expected:
             raise IntegrityError(
@@ -127,6 +132,7 @@ class PackWriter:
             )
         self.stored_bytes += info.size
         self.packs += 1
+        self.sizes[self._name] = info.size
         self.on_pack(self._name, self._table)
 
     def abort(self) -> None:
