@@ -114,7 +114,9 @@ def test_the_scheduler_logs_json_with_the_run_id_on_the_lines_of_a_run(
         process.terminate()
         _, stderr = process.communicate(timeout=30)
     lines = json_lines(stderr)
-    assert [line for line in lines if line.get("run_id") == run_id], stderr
+    of_the_run = [line for line in lines if line.get("run_id") == run_id]
+    assert of_the_run, stderr
+    assert all(line["config"] == "CLI Test" and line["worker"] for line in of_the_run)
     assert all(line["level"] in ("INFO", "WARNING", "ERROR") for line in lines)  # INFO default
     assert any("scheduler" in line["message"] and "started" in line["message"] for line in lines)
     assert encryption_key not in stderr

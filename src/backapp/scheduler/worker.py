@@ -55,28 +55,30 @@ class Worker:
             return 0
         started = 0
         while self.busy < self.max_concurrent:
-            run_id = self._claim_one()
-            if run_id is None:
+            claimed = self._claim_one()
+            if claimed is None:
                 break
-            self._start(run_id)
+            self._start(*claimed)
             started += 1
         return started
 
-    def _claim_one(self) -> str | None:
+    def _claim_one(self) -> tuple[str, str | None] | None:
+        """Claim the oldest queued run we can; return its id and config name (for logs)."""
         with self.ctx.db.session() as session:
             for run_id in run_repo.queued_ids(session):
                 if run_repo.claim(session, run_id, self.worker_id, utcnow()):
                     logger.info("worker %s claimed run %s", self.worker_id, run_id)
-                    return run_id
+                    run = run_repo.get(session, run_id)
+                    return run_id, run.config_name if run is not None else None
         return None
 
-    def _start(self, run_id: str) -> None:
+    def _start(self, run_id: str, config_name: str | None = None) -> None:
         active = ActiveRun(run_id)
         self.heartbeat.add(active)
 
         def execute() -> str:
             try:
-                with log_context(run_id=run_id, worker=self.worker_id):  # on every line
+                with log_context(run_id=run_id, config=config_name, worker=self.worker_id):
                     return self.executor.execute(active)
             finally:
                 self.heartbeat.remove(run_id)
