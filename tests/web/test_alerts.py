@@ -56,3 +56,49 @@ def test_a_failing_backup_raises_an_alert_that_the_admin_acknowledges(
     page.get_by_role("link", name="Show acknowledged and resolved alerts too").click()
     expect(page.locator(".alert-item.acknowledged")).to_contain_text("Acknowledged by admin")
     shoot(page, "alerts-all")
+
+
+def test_a_later_success_resolves_the_alerts_and_acknowledge_all_closes_the_rest(
+    server: Server, open_page: Callable[[Server], Page], tmp_path: Path
+) -> None:
+    page = open_page(server)
+    log_in(page)
+    source = tmp_path / "later"
+    ids = {}
+    for name, folder in (("Later", source), ("Never", tmp_path / "never")):
+        page.goto("/backups/new")
+        fill_config(page, name=name, source=str(folder), destination=tmp_path / "dest")
+        ids[name] = save_config(page)
+        page.get_by_role("button", name="Run now").click()
+        expect(page.locator(".flash")).to_contain_text("queued")
+    page.goto("/alerts")
+    expect(page.locator(".alert-item")).to_have_count(2, timeout=15_000)
+
+    source.mkdir()
+    (source / "a.txt").write_text("a\n")
+    page.goto(f"/backups/{ids['Later']}")
+    page.get_by_role("button", name="Run now").click()
+    expect(page.locator(".flash")).to_contain_text("queued")
+    page.goto("/backups")
+    expect(config_card(page, "Later").locator(".config-status")).to_contain_text(
+        "completed", timeout=15_000
+    )
+    page.goto("/alerts")
+    expect(page.locator(".alert-item")).to_have_count(1)
+    expect(page.locator(".alert-item")).to_contain_text("'Never' failed")
+    page.get_by_role("link", name="Show acknowledged and resolved alerts too").click()
+    resolved = page.locator(".alert-item.resolved")
+    expect(resolved).to_contain_text("'Later' failed")
+    expect(resolved.get_by_test_id("alert-resolved")).to_contain_text("Resolved")
+    resolved.get_by_role("link", name="a later successful run").click()
+    expect(page.get_by_test_id("run-status")).to_contain_text("completed")
+
+    page.goto("/alerts")
+    expect(page.get_by_role("button", name="Acknowledge all")).to_have_count(0)  # one is left
+    page.goto(f"/backups/{ids['Never']}")
+    page.get_by_role("button", name="Run now").click()
+    page.goto("/alerts")
+    expect(page.locator(".alert-item")).to_have_count(2, timeout=15_000)
+    page.get_by_role("button", name="Acknowledge all").click()
+    expect(page.locator(".flash")).to_contain_text("2 alert(s) acknowledged")
+    expect(page.get_by_text("No open alerts.")).to_be_visible()
