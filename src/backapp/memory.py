@@ -11,7 +11,7 @@ import ctypes
 import ctypes.util
 
 _M_MMAP_THRESHOLD = -3
-_THRESHOLD = 128 * 1024
+_THRESHOLD = 1024 * 1024
 
 
 def keep_memory_flat() -> bool:

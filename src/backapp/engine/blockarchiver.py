@@ -17,7 +17,7 @@ from typing import Any
 
 from backapp.engine.archiver import EntryArchiver, _header, _meta_entry, _unchanged
 from backapp.engine.blockstore import BlockRef, BlockWriter
-from backapp.engine.format.chunker import FileReader, new_chunker
+from backapp.engine.format.chunker import MIN_SIZE, FileReader, new_chunker
 from backapp.engine.fsmeta import data_extents, holes_of
 from backapp.engine.manifest import Entry
 from backapp.engine.scan import ScanEntry, os_reason
@@ -47,15 +47,30 @@ class BlockSink:
         header, self._header = self._header, None
         return header
 
-    def data(self, reader: FileReader, blocks: list[BlockRef], update: Any) -> None:
+    def data(self, reader: FileReader, blocks: list[BlockRef], digest: Any, done: Any) -> None:
         """Given a reader of a file's bytes, store them as blocks, appending each block's
-        reference to ``blocks`` and handing its bytes to ``update`` as it is stored (so a
-        read error keeps what was read, hashed). Raise OSError."""
+        reference to ``blocks``, hashing its bytes into the file's ``digest`` and counting
+        them with ``done(n)`` as it is stored (so a read error keeps what was read,
+        hashed). Raise OSError."""
+        if reader.left <= MIN_SIZE:  # one block whatever its content: no chunker needed
+            buf = bytearray(reader.left)
+            view = memoryview(buf)
+            got = 0
+            while (n := reader.readinto(view[got:])) > 0:
+                got += n
+            if got:
+                data = bytes(view[:got])
+                digest.update(data)  # the whole file: its hash is its one block's too
+                blocks.append(self.writer.put(data, digest=digest.copy().digest()))
+                self.offset += got
+                done(got)
+            return
         for chunk in self.chunker.cut_stream(reader):
             data = bytes(chunk.data)
-            update(memoryview(data))
+            digest.update(data)
             blocks.append(self.writer.put(data))
             self.offset += chunk.length
+            done(chunk.length)
 
     def all_stored(self, blocks: list[BlockRef]) -> bool:
         """Given an unchanged file's blocks, return whether all are stored."""
@@ -134,6 +149,11 @@ class BlockArchiver(EntryArchiver):
             self.hardlinks[link_key] = (item.path, True)
         return entry
 
+    def _count(self, n: int) -> None:
+        """Count bytes of a file just stored (big files show progress too)."""
+        self.progress.bytes_done += n
+        self.report(self.progress)
+
     def _store_blocks(self, sink: BlockSink, item: ScanEntry) -> tuple[Entry, bool] | None:
         """Given a file to read, store its data and header blocks; return its entry and
         whether its content was stored already (all its data blocks known)."""
@@ -155,7 +175,7 @@ class BlockArchiver(EntryArchiver):
             blocks: list[BlockRef] = []
             new_before = sink.writer.stats.new_blocks
             try:
-                sink.data(reader, blocks, lambda view: self._read(digest, view))
+                sink.data(reader, blocks, digest, self._count)
             except OSError as exc:
                 self.skips.warn(item.path, f"read error, stored partially: {os_reason(exc)}")
                 entry.partial = True

@@ -15,6 +15,7 @@ back in order, each block or the damage in its place.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import tempfile
 import threading
@@ -37,6 +38,8 @@ from backapp.storage import TransferCallback
 logger = logging.getLogger(__name__)
 
 INDEX_EVERY = 32  # packs (about 512 MiB) per index object while a run goes on
+_BATCH_BYTES = 1024 * 1024  # new blocks are handed to the pool in batches of this much
+_BATCH_BLOCKS = 256
 _PLACEHOLDER = BlockLocation("0" * 32, 0, 0, 0, "none")  # queued in this run, not packed yet
 
 BlockRef = tuple[str, int]  # (block id, plaintext size)
@@ -94,11 +97,13 @@ class BlockWriter:
         self.meta_packs = PackWriter(
             repo.storage, repo.base, self.keys, self._packed, on_transfer, **kwargs
         )
-        self.pipeline: BlockPipeline[_Queued, _Sealed] = BlockPipeline(
+        self._batch: list[_Queued] = []  # small blocks, handed to the pool together
+        self._batch_bytes = 0
+        self.pipeline: BlockPipeline[list[_Queued], list[_Sealed]] = BlockPipeline(
             self._seal,
             self._store,
             workers=workers,
-            depth=workers * 2,
+            depth=workers,  # blocks of up to 4 MiB: a few in flight bound the memory
             interrupt=interrupt if callable(interrupt) else None,
         )
 
@@ -106,12 +111,21 @@ class BlockWriter:
         """Given a block id, return whether the folder holds it (or this run queued it)."""
         return block_id in self.index
 
-    def put(self, plain: bytes, algorithm: str | None = None, *, meta: bool = False) -> BlockRef:
+    def put(
+        self,
+        plain: bytes,
+        algorithm: str | None = None,
+        *,
+        meta: bool = False,
+        digest: bytes | None = None,
+    ) -> BlockRef:
         """Given a block's plaintext (a compression other than the run's, e.g. "none" for
         what is compressed already; ``meta`` for a manifest's blocks, packed apart from
-        data), store it unless it is stored already; return its reference. Re-raise a
-        failure of the pipeline."""
-        block_id = self.keys.block_id(plain)
+        data; its SHA-256 ``digest`` if known), store it unless it is stored already;
+        return its reference. Re-raise a failure of the pipeline."""
+        if digest is None:
+            digest = hashlib.sha256(plain).digest()
+        block_id = self.keys.block_id_of_digest(digest)
         if block_id in self.index:
             self.stats.reused_blocks += 1
             self.stats.reused_bytes += len(plain)
@@ -119,20 +133,32 @@ class BlockWriter:
         self.index.add(block_id, _PLACEHOLDER)
         self.stats.new_blocks += 1
         self.stats.new_bytes += len(plain)
-        self.pipeline.submit((block_id, plain, algorithm or self.codec.algorithm, meta))
+        # Headers and small files go to the pool in batches: a thread hand-off per
+        # kilobyte-sized block would cost more than compressing it.
+        self._batch.append((block_id, plain, algorithm or self.codec.algorithm, meta))
+        self._batch_bytes += len(plain)
+        if self._batch_bytes >= _BATCH_BYTES or len(self._batch) >= _BATCH_BLOCKS:
+            self._submit_batch()
         return block_id, len(plain)
 
-    def _seal(self, item: _Queued) -> _Sealed:
-        block_id, plain, algorithm, meta = item
-        codec = self.codec if algorithm == self.codec.algorithm else codec_named(algorithm)
-        stored = seal_block(self.keys, block_id, codec.compress(plain))
-        return block_id, stored, len(plain), algorithm, meta
+    def _submit_batch(self) -> None:
+        if self._batch:
+            batch, self._batch, self._batch_bytes = self._batch, [], 0
+            self.pipeline.submit(batch)
 
-    def _store(self, item: _Sealed) -> None:
+    def _seal(self, batch: list[_Queued]) -> list[_Sealed]:
+        sealed = []
+        for block_id, plain, algorithm, meta in batch:
+            codec = self.codec if algorithm == self.codec.algorithm else codec_named(algorithm)
+            stored = seal_block(self.keys, block_id, codec.compress(plain))
+            sealed.append((block_id, stored, len(plain), algorithm, meta))
+        return sealed
+
+    def _store(self, batch: list[_Sealed]) -> None:
         # On the pipeline's one sink thread: packs are written in order, by one thread.
-        block_id, stored, size, algorithm, meta = item
-        packs = self.meta_packs if meta else self.packs
-        packs.add(block_id, stored, size, algorithm)
+        for block_id, stored, size, algorithm, meta in batch:
+            packs = self.meta_packs if meta else self.packs
+            packs.add(block_id, stored, size, algorithm)
 
     def _packed(self, name: str, table: dict[str, BlockLocation]) -> None:
         self.stats.packs.append(name)
@@ -150,6 +176,7 @@ class BlockWriter:
     def finish(self) -> WriteStats:
         """Wait for every block to be packed, finish the last pack and write the index.
         Raise StorageError, IntegrityError, ArchiveError."""
+        self._submit_batch()
         self.pipeline.close()
         self.packs.flush()
         self.meta_packs.flush()
@@ -345,7 +372,12 @@ def _joins(run: list[tuple[BlockRef, BlockLocation | None]], loc: BlockLocation 
     first = run[0][1]
     assert first is not None
     gap = loc.offset - (prev.offset + prev.length)
-    return 0 <= gap <= _GAP and loc.offset + loc.length - first.offset <= _RUN_MAX
+    plain = sum(r[0][1] for r in run) + loc.size  # what the run decompresses to
+    return (
+        0 <= gap <= _GAP
+        and loc.offset + loc.length - first.offset <= _RUN_MAX
+        and plain <= _RUN_MAX
+    )
 
 
 def spool_blocks(fetcher: BlockFetcher, refs: list[BlockRef], label: str) -> IO[bytes]:

@@ -114,7 +114,8 @@ class BlockIndex:
             "CREATE TABLE blocks (id BLOB PRIMARY KEY, pack BLOB, offset INTEGER,"
             " length INTEGER, size INTEGER, algorithm TEXT) WITHOUT ROWID;"
         )
-        self._pending: list[tuple[bytes, bytes, int, int, int, str]] = []
+        # Added but not yet written: looked up here first, written in batches.
+        self._pending: dict[str, BlockLocation] = {}
 
     def __enter__(self) -> BlockIndex:
         return self
@@ -130,16 +131,7 @@ class BlockIndex:
 
     def add(self, block_id: str, loc: BlockLocation) -> None:
         """Given a block and where it lies, record it (the first place recorded is kept)."""
-        self._pending.append(
-            (
-                bytes.fromhex(block_id),
-                bytes.fromhex(loc.pack),
-                loc.offset,
-                loc.length,
-                loc.size,
-                loc.algorithm,
-            )
-        )
+        self._pending.setdefault(block_id, loc)
         if len(self._pending) >= 10_000:
             self._write()
 
@@ -151,14 +143,27 @@ class BlockIndex:
 
     def _write(self) -> None:
         if self._pending:
+            rows = [
+                (
+                    bytes.fromhex(i),
+                    bytes.fromhex(loc.pack),
+                    loc.offset,
+                    loc.length,
+                    loc.size,
+                    loc.algorithm,
+                )
+                for i, loc in self._pending.items()
+            ]
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR IGNORE INTO blocks VALUES (?,?,?,?,?,?)", self._pending)
+            self._db.executemany("INSERT OR IGNORE INTO blocks VALUES (?,?,?,?,?,?)", rows)
             self._db.execute("COMMIT")
             self._pending.clear()
 
     def get(self, block_id: str) -> BlockLocation | None:
         """Given a block id, return where it lies (None: not known)."""
-        self._write()
+        pending = self._pending.get(block_id)
+        if pending is not None:
+            return pending
         row = self._db.execute(
             "SELECT pack, offset, length, size, algorithm FROM blocks WHERE id = ?",
             (bytes.fromhex(block_id),),

@@ -6,8 +6,8 @@
 
 Every config folder has its own keys, so a block, pack or marker copied from one
 config's folder into another's does not open there, even under the same
-BACKUP_ENCRYPTION_KEY. A block is named by HMAC-SHA256(id key, plaintext) when
-encrypted (the name reveals nothing about the content) and by SHA-256(plaintext)
+BACKUP_ENCRYPTION_KEY. A block is named by HMAC-SHA256(id key, SHA-256(plaintext))
+when encrypted (the name reveals nothing about the content) and by SHA-256(plaintext)
 when not.
 """
 
@@ -72,9 +72,16 @@ class FolderKeys:
 
     def block_id(self, plain: bytes | bytearray | memoryview) -> str:
         """Given a block's plaintext, return its id (64 hex digits)."""
+        return self.block_id_of_digest(hashlib.sha256(plain).digest())
+
+    def block_id_of_digest(self, digest: bytes) -> str:
+        """Given the SHA-256 digest of a block's plaintext, return the block's id: the
+        digest itself (hex) when not encrypted, else HMAC-SHA256(id key, digest) — a
+        keyed hash of the plaintext that tells nothing of it without the key. (A file of
+        one block is hashed once: its SHA-256 is also its block's.)"""
         if self.id_key is None:
-            return hashlib.sha256(plain).hexdigest()
-        return hmac.new(self.id_key, plain, hashlib.sha256).hexdigest()
+            return digest.hex()
+        return hmac.new(self.id_key, digest, hashlib.sha256).hexdigest()
 
     def mac(self, data: bytes) -> str:
         """Given bytes, return their MAC under the marker key (hex); encrypted folders only."""
