@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import re
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable
@@ -17,9 +18,13 @@ from typing import Any
 import pytest
 from mypy_boto3_s3 import S3Client
 
+from backapp.domain.config import parse_config
+from backapp.engine.crypto import MasterKey
 from backapp.services import configs as config_service
 from backapp.services import doctor
+from backapp.services.configs import StoredConfig
 from backapp.services.context import AppContext
+from backapp.settings import Settings
 from tests.conftest import free_port
 from tests.helpers.cli import run_backapp
 
@@ -219,3 +224,19 @@ def test_every_problem_doctor_names_is_explained_in_the_readme_troubleshooting()
     missing = [topic for topic in doctor.TOPICS if f'"{topic}' not in section]
 
     assert not missing, missing
+
+
+def test_the_key_check_reads_format_1_backups_too(tmp_path: Path) -> None:
+    fixture = Path(__file__).parents[1] / "fixtures" / "format1"
+    store = shutil.copytree(fixture / "store", tmp_path / "store")
+    right = json.loads((fixture / "expected.json").read_text())["key"]
+    document = _document("Sealed", {"type": "local", "path": str(store)}, encryption=True)
+    identity = StoredConfig(None, "sealed", parse_config(document))
+    settings = Settings(_env_file=None)
+
+    opened = doctor.check_config(settings, identity, MasterKey.from_base64(right))
+    refused = doctor.check_config(settings, identity, MasterKey.from_base64(_key()))
+
+    assert [f.status for f in opened] == ["ok", "ok"], opened
+    assert "the key opens the newest backup 20261201T161328.838Z-8e68de" in opened[1].message
+    assert [f.topic for f in refused if f.problem] == [doctor.T_WRONG_KEY], refused
