@@ -139,7 +139,7 @@ class LogSettings(BaseSettings):
     @field_validator("log_format", mode="before")
     @classmethod
     def _format(cls, value: Any) -> Any:
-        return value.strip().lower() or "text" if isinstance(value, str) else value
+        return (value.strip().lower() or "text") if isinstance(value, str) else value
 
     @field_validator("log_level", mode="before")
     @classmethod
