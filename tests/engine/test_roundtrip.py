@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,36 +181,6 @@ def test_restore_reproduces_links_hardlinks_long_names_and_empty_dirs(
     assert snapshot(out) == snapshot(src)
     # The hard link is a hard link again, not a copy.
     assert (out / "hardlink-to-readme").stat().st_ino == (out / "docs" / "readme.md").stat().st_ino
-
-
-def test_unencrypted_archive_is_restored_by_system_tar(tmp_path: Path) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    _sample_tree(src)
-    config = make_config([src], tmp_path / "dest", compressionLevel=3)
-    storage = LocalStorage(tmp_path / "dest")
-    result = run_backup(config, storage, slug=slugify(config.name), block_size=64 * 1024)
-    data = tmp_path / "dest" / slugify(config.name) / result.backup_id / "data.tar.gz"
-    out = tmp_path / "tar-out"
-    out.mkdir()
-    subprocess.run(["tar", "xzf", str(data), "-C", str(out)], check=True)
-    assert snapshot(restored_root(out, src)) == snapshot(src)
-
-
-def test_zstd_archive_is_restored_by_system_tar(tmp_path: Path) -> None:
-    if shutil.which("zstd") is None:
-        pytest.fail("zstd is not installed (make install installs it)")
-    src = tmp_path / "src"
-    src.mkdir()
-    _sample_tree(src)
-    config = make_config([src], tmp_path / "dest", compressionAlgorithm="zstd")
-    storage = LocalStorage(tmp_path / "dest")
-    result = run_backup(config, storage, slug=slugify(config.name), block_size=64 * 1024)
-    data = tmp_path / "dest" / slugify(config.name) / result.backup_id / "data.tar.zst"
-    out = tmp_path / "tar-out"
-    out.mkdir()
-    subprocess.run(["tar", "--zstd", "-xf", str(data), "-C", str(out)], check=True)
-    assert snapshot(restored_root(out, src)) == snapshot(src)
 
 
 def test_several_sources_are_restored_side_by_side(tmp_path: Path) -> None:
