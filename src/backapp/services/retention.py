@@ -12,21 +12,30 @@ from backapp.db import Session, utcnow
 from backapp.db.repositories import runs as run_repo
 from backapp.domain.config import BackupConfig, RetentionPolicy
 from backapp.domain.retention import RetentionPlan, StoredBackup, plan_retention
-from backapp.engine.layout import BackupInfo, ListedBackup, Repository
+from backapp.engine.layout import BackupInfo, ListedBackup, Repository, is_backup_id
 from backapp.engine.lock import RepoLock
-from backapp.engine.prune import PruneResult, run_prune
-from backapp.errors import BackappError, BackupRequiredError, CancelledError
+from backapp.engine.prune import LOCK_WAIT, PruneResult, run_prune
+from backapp.errors import BackappError, BackupNotFoundError, BackupRequiredError, CancelledError
 from backapp.services.context import AppContext
+from backapp.services.destinations import SealedBackup
 
 logger = logging.getLogger(__name__)
 
+# How long a prune asked for by a person (API, page) waits for a running backup's lock:
+# a request cannot wait the ten minutes a command or a scheduled run does.
+REQUEST_LOCK_WAIT = 15.0
+
 
 def _stored(infos: list[BackupInfo]) -> list[StoredBackup]:
+    # A format-1 incremental needs its parent and what it requires; a format-2 backup
+    # needs no other backup (its blocks are kept by prune while any backup names them).
     return [
         StoredBackup(
             i.backup_id,
             i.completed_at,
-            tuple(sorted({*i.requires, *([i.parent] if i.parent else [])})),
+            tuple(sorted({*i.requires, *([i.parent] if i.parent else [])}))
+            if i.format_version < 2
+            else (),
         )
         for i in infos
     ]
@@ -63,6 +72,7 @@ class RetentionDecision:
     problem: str | None  # why it cannot be read
     delete: bool
     reason: str
+    sealed: SealedBackup | None = None  # encrypted, listed without the key: not damaged
 
 
 @dataclass(frozen=True)
@@ -105,7 +115,12 @@ def preview_over(repo: Repository, config: BackupConfig) -> RetentionPreview:
         keep=[decision(b, False) for b in sorted(plan.keep, reverse=True)],
         damaged=[
             RetentionDecision(
-                b.backup_id, None, b.problem, False, f"cannot be read, kept: {b.problem}"
+                b.backup_id,
+                None,
+                b.problem,
+                False,
+                f"cannot be read, kept: {b.problem}",
+                SealedBackup.of(b.backup_id, b.public, b.problem),
             )
             for b in damaged
         ],
@@ -157,23 +172,33 @@ def delete_expired(repo: Repository, config: BackupConfig) -> dict[str, Any]:
     return {"retention": result}
 
 
-def prune_after(repo: Repository) -> dict[str, Any]:
+def prune_after(repo: Repository, *, lock_wait: float = LOCK_WAIT) -> dict[str, Any]:
     """Given a repository whose backups were just forgotten, delete the blocks no backup
     references any more; return what prune did (or why it did not). Never raises but
     for a cancel."""
+    result, skipped = try_prune(repo, lock_wait=lock_wait)
+    return result.to_json() if result is not None else {"error": skipped}
+
+
+def try_prune(
+    repo: Repository, *, lock_wait: float = LOCK_WAIT
+) -> tuple[PruneResult | None, str | None]:
+    """Given a repository whose backups were just forgotten, prune it; return what prune
+    did, or None and why it did not. Never raises but for a cancel."""
     try:
-        return run_prune(repo, master=repo.master).to_json()
+        return run_prune(repo, master=repo.master, lock_wait=lock_wait), None
     except CancelledError:
         raise
     except BackappError as exc:
         logger.warning("prune of %s skipped: %s", repo.location, exc)
-        return {"error": f"prune skipped: {exc}"}
+        return None, f"prune skipped: {exc}"
 
 
-def prune(repo: Repository, *, dry_run: bool = False) -> PruneResult:
-    """Given a config's repository, prune it (see engine.prune). Raise PruneRefusedError,
-    RepositoryLockedError, StorageError."""
-    return run_prune(repo, master=repo.master, dry_run=dry_run)
+def prune(repo: Repository, *, dry_run: bool = False, lock_wait: float = LOCK_WAIT) -> PruneResult:
+    """Given a config's repository, prune it (see engine.prune; ``lock_wait``: seconds to
+    wait for a running backup). Raise PruneRefusedError, RepositoryLockedError,
+    StorageError."""
+    return run_prune(repo, master=repo.master, dry_run=dry_run, lock_wait=lock_wait)
 
 
 def forget_backup(repo: Repository, ref: str, *, dry_run: bool = False) -> str:
@@ -221,3 +246,32 @@ def forget_recorded(
 
 def _mark_deleted(session: Session, config_id: str, backup_ids: list[str]) -> None:
     run_repo.mark_backups_deleted(session, config_id, backup_ids)
+
+
+@dataclass(frozen=True)
+class DeletedBackup:
+    """A backup a person deleted, and what the prune after it did (or why it did not)."""
+
+    backup_id: str
+    prune: PruneResult | None
+    prune_skipped: str | None  # why prune did not run (the backup is deleted all the same)
+
+
+def delete_backup(
+    ctx: AppContext,
+    session_factory: Any,
+    config_id: str,
+    config: BackupConfig,
+    slug: str,
+    backup_id: str,
+) -> DeletedBackup:
+    """Given a stored config and the exact id of one of its backups (not 'latest' nor a
+    prefix), forget it, mark its run deleted and prune; prune waits REQUEST_LOCK_WAIT for
+    a running backup and is skipped, saying why, if it cannot run. Raise
+    BackupNotFoundError, BackupRequiredError, RepositoryLockedError (a run holds the lock),
+    StorageError."""
+    if not is_backup_id(backup_id):
+        raise BackupNotFoundError(f"{backup_id!r} is not a backup id")
+    forgotten = forget_recorded(ctx, session_factory, config_id, config, slug, backup_id)
+    result, skipped = try_prune(ctx.repository(config, slug), lock_wait=REQUEST_LOCK_WAIT)
+    return DeletedBackup(forgotten, result, skipped)
