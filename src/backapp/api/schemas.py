@@ -26,11 +26,12 @@ from backapp.db import Alert, Config
 from backapp.domain.config import Destination, Options, RetentionPolicy, ScheduleSpec, Source
 from backapp.domain.runs import RunKind, RunStatus
 from backapp.engine.layout import BackupInfo, ListedBackup
+from backapp.engine.prune import PruneResult
 from backapp.services import configs as config_service
-from backapp.services.destinations import DestinationCheck
+from backapp.services.destinations import DestinationCheck, sealed_backup
 from backapp.services.notify_targets import Target as NotificationTarget
 from backapp.services.restores import Folder, TreeEntry
-from backapp.services.retention import RetentionDecision, RetentionPreview
+from backapp.services.retention import DeletedBackup, RetentionDecision, RetentionPreview
 from backapp.services.runs import RunView
 from backapp.services.stats import Stats
 from backapp.services.users import Identity
@@ -353,15 +354,95 @@ class DamagedBackupOut(_Out):
     problem: str | None
 
 
-# A stored backup: its backup.json (docs/FORMAT.md), or why that cannot be read.
-StoredBackupOut = BackupInfo | DamagedBackupOut
+class SealedBackupOut(_Out):
+    """An encrypted backup listed without the key: not damaged, but only its id, times and
+    size are readable (the rest of its backup.json is sealed)."""
+
+    backup_id: str
+    encrypted: Literal[True] = True
+    needs_key: Literal[True] = Field(
+        True, description="Its details need BACKUP_ENCRYPTION_KEY on this server"
+    )
+    created_at: datetime | None = Field(description="null when its readable part is unclear")
+    completed_at: datetime | None
+    stored_bytes: int | None = Field(description="Bytes this backup added to storage")
+    problem: str = Field(description="What needs the key, in words")
+
+
+# A stored backup: its backup.json (docs/FORMAT.md), what an encrypted one shows without
+# the key, or why its backup.json cannot be read.
+StoredBackupOut = BackupInfo | SealedBackupOut | DamagedBackupOut
 
 
 def stored_backup_out(listed: ListedBackup) -> StoredBackupOut:
     """Given a listed backup, return its body."""
     if listed.info is not None:
         return listed.info
+    sealed = sealed_backup(listed)
+    if sealed is not None:
+        return SealedBackupOut(
+            backup_id=sealed.backup_id,
+            created_at=sealed.created_at,
+            completed_at=sealed.completed_at,
+            stored_bytes=sealed.stored_bytes,
+            problem=sealed.problem,
+        )
     return DamagedBackupOut(backup_id=listed.backup_id, problem=listed.problem)
+
+
+class PruneResultOut(_Out):
+    """What prune found and did (or, as a dry run, would do)."""
+
+    dry_run: bool
+    backups: int = Field(description="Backups whose blocks were kept")
+    blocks_kept: int
+    blocks_removed: int
+    blocks_unused_left: int = Field(
+        description="Unused blocks left in packs mostly in use (removed by a later prune)"
+    )
+    packs_removed: int
+    packs_repacked: int
+    unlisted_packs_removed: int = Field(description="Packs left by runs that were interrupted")
+    bytes_freed: int
+    bytes_repacked: int
+    notes: list[str]
+
+    @classmethod
+    def of(cls, result: PruneResult) -> PruneResultOut:
+        """Given a prune's result, return its body."""
+        return cls(
+            dry_run=result.dry_run,
+            backups=result.backups,
+            blocks_kept=result.blocks_kept,
+            blocks_removed=result.blocks_removed,
+            blocks_unused_left=result.blocks_unused_left,
+            packs_removed=result.packs_removed,
+            packs_repacked=result.packs_repacked,
+            unlisted_packs_removed=result.packs_unlisted_removed,
+            bytes_freed=result.bytes_freed,
+            bytes_repacked=result.bytes_repacked,
+            notes=list(result.notes),
+        )
+
+
+class DeletedBackupOut(_Out):
+    """A deleted backup, and what the prune after it freed (or why it did not run)."""
+
+    backup_id: str
+    prune: PruneResultOut | None = Field(description="null when prune was skipped")
+    prune_skipped: str | None = Field(
+        description="Why prune did not run (a backup cannot be read, a run held the lock); "
+        "the backup is deleted all the same"
+    )
+
+    @classmethod
+    def of(cls, deleted: DeletedBackup) -> DeletedBackupOut:
+        """Given a deleted backup, return its body."""
+        return cls(
+            backup_id=deleted.backup_id,
+            prune=PruneResultOut.of(deleted.prune) if deleted.prune is not None else None,
+            prune_skipped=deleted.prune_skipped,
+        )
 
 
 class RetainedBackupOut(_Out):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from backapp.domain.config import BackupConfig, LocalDestination, S3Destination
 from backapp.engine.layout import ListedBackup
@@ -37,6 +38,52 @@ def _where(destination: S3Destination | LocalDestination) -> str:
         return destination.path
     endpoint = f" at {destination.endpoint}" if destination.endpoint else ""
     return f"s3://{destination.bucket}{endpoint}"
+
+
+@dataclass(frozen=True)
+class SealedBackup:
+    """An encrypted format-2 backup listed without the key: only its id, times and size
+    are readable (the rest of its backup.json is sealed), which says nothing of damage."""
+
+    backup_id: str
+    created_at: datetime | None
+    completed_at: datetime | None
+    stored_bytes: int | None
+    problem: str  # that the details need BACKUP_ENCRYPTION_KEY
+
+    @classmethod
+    def of(
+        cls, backup_id: str, public: dict[str, object] | None, problem: str | None
+    ) -> SealedBackup | None:
+        """Given a listed backup's id, readable part and problem, return what it shows
+        without the key; None if it is not such a backup (readable, or damaged)."""
+        if public is None:
+            return None
+        stored = public.get("storedBytes")
+        return cls(
+            backup_id,
+            _moment(public.get("createdAt")),
+            _moment(public.get("completedAt")),
+            stored if type(stored) is int and stored >= 0 else None,
+            problem or "its details need BACKUP_ENCRYPTION_KEY",
+        )
+
+
+def _moment(value: object) -> datetime | None:
+    # The readable part is not authenticated until the key opens the rest: shown only if sane.
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def sealed_backup(listed: ListedBackup) -> SealedBackup | None:
+    """Given a listed backup, return what it shows without the key if it is an encrypted
+    format-2 backup whose details need the key; None otherwise."""
+    return SealedBackup.of(listed.backup_id, listed.public, listed.problem)
 
 
 def stored_backups(ctx: AppContext, config: BackupConfig, slug: str) -> list[ListedBackup]:

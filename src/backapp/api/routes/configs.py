@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Response
+from fastapi import APIRouter, Body, Header, Query, Response
 
 from backapp.api.deps import AdminDep, CtxDep, UserDep
 from backapp.api.schemas import (
     ERROR_RESPONSES,
     ConfigOut,
+    DeletedBackupOut,
+    PruneResultOut,
     RetentionPreviewOut,
     StoredBackupOut,
     stored_backup_out,
@@ -99,3 +101,44 @@ def retention_preview(ctx: CtxDep, user: UserDep, config_id: str) -> RetentionPr
         config = config_service.get(session, config_id)
         document, slug = config_service.document_of(config), config.slug
     return RetentionPreviewOut.of(retention.preview(ctx, document, slug))
+
+
+@router.delete("/{config_id}/backups/{backup_id}")
+def delete_stored_backup(
+    ctx: CtxDep, user: AdminDep, config_id: str, backup_id: str
+) -> DeletedBackupOut:
+    """Delete one stored backup (its exact id), then prune the blocks no other backup uses.
+
+    Refused (409) while a backup that stays requires it (a format-1 chain) or while a run
+    holds the config's lock. Prune waits briefly for a running backup; if it cannot run
+    (a backup cannot be read, the lock is still held), the backup is deleted all the same
+    and `pruneSkipped` says why.
+    """
+    with ctx.db.session() as session:
+        config = config_service.get(session, config_id)
+        document, slug = config_service.document_of(config), config.slug
+    deleted = retention.delete_backup(ctx, ctx.db.session, config_id, document, slug, backup_id)
+    return DeletedBackupOut.of(deleted)
+
+
+@router.post("/{config_id}/prune")
+def prune_config(
+    ctx: CtxDep,
+    user: AdminDep,
+    config_id: str,
+    dry_run: Annotated[
+        bool, Query(alias="dryRun", description="Only say what would be deleted")
+    ] = False,
+) -> PruneResultOut:
+    """Delete the stored blocks that no backup of this configuration references any more.
+
+    Waits briefly for a running backup; refused (409) while one holds the lock, and when a
+    backup cannot be read (what it references is not known: nothing is deleted).
+    """
+    with ctx.db.session() as session:
+        config = config_service.get(session, config_id)
+        document, slug = config_service.document_of(config), config.slug
+    repo = ctx.repository(document, slug)
+    return PruneResultOut.of(
+        retention.prune(repo, dry_run=dry_run, lock_wait=retention.REQUEST_LOCK_WAIT)
+    )

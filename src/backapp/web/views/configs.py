@@ -1,4 +1,4 @@
-"""Configurations: create, edit, view, delete and run now."""
+"""Configurations: create, edit, view, delete and run now; delete a stored backup, prune."""
 
 from __future__ import annotations
 
@@ -6,12 +6,20 @@ from fastapi import APIRouter, Request, Response
 
 from backapp.db import Config
 from backapp.domain.runs import ACTIVE
-from backapp.errors import BackappError, ConfigError, ConflictError
+from backapp.engine.prune import PruneResult
+from backapp.errors import (
+    BackappError,
+    BackupNotFoundError,
+    BackupRequiredError,
+    ConfigError,
+    ConflictError,
+)
 from backapp.services import configs as config_service
-from backapp.services import retention
+from backapp.services import destinations, retention
 from backapp.services import runs as run_service
 from backapp.services.destinations import DestinationCheck
-from backapp.web.formatting import progress_view
+from backapp.services.retention import DeletedBackup
+from backapp.web.formatting import human_bytes, progress_view
 from backapp.web.forms import (
     ConfigForm,
     errors_by_field,
@@ -201,6 +209,90 @@ def stored_backups(request: Request, ctx: CtxDep, user: PageUser, config_id: str
         browse_from=starts,
         error=error,
         config_id=config_id,
+    )
+
+
+@router.get("/backups/{config_id}/backups/{backup_id}/delete")
+def confirm_delete_backup(
+    request: Request, ctx: CtxDep, user: AdminPage, config_id: str, backup_id: str
+) -> Response:
+    """Ask before deleting one stored backup (or say why it cannot be deleted now)."""
+    with ctx.db.session() as session:
+        config = config_service.get(session, config_id)
+        document, slug = config_service.document_of(config), config.slug
+    listed = next(
+        (b for b in destinations.stored_backups(ctx, document, slug) if b.backup_id == backup_id),
+        None,
+    )
+    if listed is None:
+        raise BackupNotFoundError(f"backup {backup_id} is not in this configuration's storage")
+    refused = ""
+    try:
+        retention.forget_backup(ctx.repository(document, slug), backup_id, dry_run=True)
+    except BackupRequiredError as exc:
+        refused = exc.message
+    return render(
+        request,
+        "confirm_delete_backup.html",
+        user,
+        config=config,
+        backup=listed,
+        sealed=destinations.sealed_backup(listed),
+        refused=refused,
+    )
+
+
+@router.post("/backups/{config_id}/backups/{backup_id}/delete")
+def delete_stored_backup(
+    request: Request, ctx: CtxDep, posted: AdminPost, config_id: str, backup_id: str
+) -> Response:
+    """Delete one stored backup, prune what no other backup uses, and say what was freed."""
+    back = f"/backups/{config_id}"
+    with ctx.db.session() as session:
+        config = config_service.get(session, config_id)
+        document, slug = config_service.document_of(config), config.slug
+    try:
+        deleted = retention.delete_backup(ctx, ctx.db.session, config_id, document, slug, backup_id)
+    except (BackupNotFoundError, ConflictError) as exc:
+        return redirect(request, back, f"Backup {backup_id} was not deleted: {exc}", kind="error")
+    return redirect(request, back, _deleted_message(deleted))
+
+
+def _deleted_message(deleted: DeletedBackup) -> str:
+    done = f"Deleted backup {deleted.backup_id}."
+    if deleted.prune is None:
+        return f"{done} Its stored blocks stay until a prune can run ({deleted.prune_skipped})."
+    return f"{done} Prune: {_freed(deleted.prune)}."
+
+
+def _freed(result: PruneResult) -> str:
+    return (
+        f"{human_bytes(result.bytes_freed)} freed, {result.blocks_removed:,} unused block(s) "
+        f"removed ({result.packs_removed} pack(s) deleted, {result.packs_repacked} repacked)"
+    )
+
+
+@router.post("/backups/{config_id}/prune")
+def prune_now(request: Request, ctx: CtxDep, posted: AdminPost, config_id: str) -> Response:
+    """Delete the stored blocks no backup of the configuration references; show what went."""
+    with ctx.db.session() as session:
+        config = config_service.get(session, config_id)
+        document, slug = config_service.document_of(config), config.slug
+    result, refused = None, ""
+    try:
+        result = retention.prune(
+            ctx.repository(document, slug), lock_wait=retention.REQUEST_LOCK_WAIT
+        )
+    except ConflictError as exc:  # a backup cannot be read, or a run holds the lock
+        refused = exc.message
+    return render(
+        request,
+        "prune_result.html",
+        posted.user,
+        config=config,
+        result=result,
+        freed=_freed(result) if result is not None else "",
+        refused=refused,
     )
 
 
