@@ -33,7 +33,7 @@ def test_failures_recoveries_and_missed_backups_reach_email_and_a_webhook(
     ctx = make_ctx(database_url)
     source = tmp_path / "photos"  # missing: the backups fail until it exists
     with smtp_sink() as smtp, webhook_sink() as hook:
-        broken = config_doc(source, tmp_path / "dest", "*/2 * * * * *")
+        broken = config_doc(source, tmp_path / "dest", "* * * * * *")
         broken["name"] = "Photos"
         broken["options"]["notify"] = {"urls": [smtp.url]}
         broken_id = add_config(ctx, broken)
