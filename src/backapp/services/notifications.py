@@ -19,8 +19,9 @@ from backapp.db.repositories import configs as config_repo
 from backapp.db.repositories import notifications as repo
 from backapp.db.repositories import runs as run_repo
 from backapp.domain.config import BackupConfig, LocalDestination
-from backapp.errors import BackappError, TransportError
+from backapp.errors import BackappError, ConfigError, TransportError
 from backapp.notify import Notification, build_transport
+from backapp.services import configs as config_service
 from backapp.services import notify_targets
 from backapp.services.context import AppContext
 
@@ -87,8 +88,8 @@ def compose(session: Session, event: NotificationEvent, base_url: str) -> Notifi
     document = None
     if config is not None:
         try:
-            document = BackupConfig.model_validate(config.document)
-        except ValueError:
+            document = config_service.document_of(config)
+        except ConfigError:  # an old document this release refuses: say less, still send
             document = None
     host = run.worker_id.rpartition(":")[0] if run and run.worker_id else socket.gethostname()
     base = base_url.rstrip("/")
