@@ -169,6 +169,8 @@ def backups_list(
         docs = [
             b.info.model_dump(mode="json", by_alias=True)
             if b.info is not None
+            else {**b.public, "backupId": b.backup_id, "problem": b.problem}
+            if b.public is not None  # sealed: what needs no key, and that the rest needs it
             else {"backupId": b.backup_id, "damaged": True, "problem": b.problem}
             for b in listed
         ]
@@ -179,6 +181,15 @@ def backups_list(
         return
     for b in listed:
         info = b.info
+        if info is None and b.public is not None:
+            when = str(b.public.get("completedAt") or "")[:19].replace("T", " ")
+            stored = human_bytes(int(str(b.public.get("storedBytes") or 0)))
+            out_console.print(
+                f"{b.backup_id}  {'encrypted':<11}  {when}Z  stored {stored}  "
+                "(type, files, sources: need BACKUP_ENCRYPTION_KEY)",
+                soft_wrap=True,
+            )
+            continue
         if info is None:
             out_console.print(f"{b.backup_id}  [bold red]DAMAGED[/]  {b.problem}", soft_wrap=True)
             continue
