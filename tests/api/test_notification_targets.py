@@ -72,6 +72,11 @@ def test_a_configs_notification_urls_come_back_masked(api: Api, tmp_path: Path) 
     assert patched.status_code == 200, patched.text
     assert api.get(TARGETS).json() == [target]
     assert api.delete(f"{TARGETS}/{target['id']}").status_code == 422
+    # A copy of the document elsewhere has only the masked URL: refused, not stored broken.
+    fields = ("enabled", "sources", "destination", "schedule", "options")
+    copy = {k: again[k] for k in fields} | {"name": "Copy"}
+    masked = api.post("/api/backups/configs", json=copy)
+    assert masked.status_code == 422 and "masked URL" in masked.text
     bad = {"options": {"notify": {"urls": ["nosuch://x:hunter2@y"]}}}
     refused = api.patch(f"/api/backups/configs/{created['id']}", json=bad)
     assert refused.status_code == 422 and "hunter2" not in refused.text

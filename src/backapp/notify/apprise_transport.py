@@ -7,6 +7,7 @@ shown, logged or returned (Apprise's own privacy form, which knows each service'
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import apprise
@@ -37,9 +38,17 @@ def mask_url(url: str) -> str:
     return f"{scheme}://{'/'.join([host, *parts])}".rstrip("/")
 
 
+_MASKED = re.compile(r"\*\*\*\*|(^|[/:@])[^/:@]\.\.\.[^/:@]($|[/:@?])")
+
+
 def check_url(url: str) -> None:
     """Given an Apprise URL, return if Apprise can use it. Raise TransportError (permanent,
-    the URL never echoed)."""
+    the URL never echoed): also for a URL in ``mask_url``'s form, whose secret is gone."""
+    if _MASKED.search(url):
+        raise TransportError(
+            "a masked URL (its password or token shows as **** or a...z): give the full URL",
+            permanent=True,
+        )
     if _instantiate(url) is None:
         raise TransportError(
             "not a valid Apprise URL (e.g. mailto://user:pass@host, json://host/path, "
