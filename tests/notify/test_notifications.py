@@ -75,7 +75,7 @@ def test_a_target_is_told_only_of_alerts_raised_after_it_was_added(
         assert [r["message"].split("\n")[0] for r in hook.received] == ["new failure"]
 
 
-def test_the_environment_urls_are_not_told_of_alerts_from_before_the_scheduler_started(
+def test_the_environment_urls_are_not_told_of_events_from_before_they_were_read(
     database_url: str, make_ctx: Any
 ) -> None:
     with webhook_sink() as hook:

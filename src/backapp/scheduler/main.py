@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from backapp.db import DatabaseError, Run, utcnow
@@ -28,6 +28,7 @@ HEARTBEAT_INTERVAL = 2.0
 NOTIFY_INTERVAL = 5.0  # the sender looks at least this often (a tick wakes it sooner)
 OVERDUE_INTERVAL = 30.0  # how often the missed-backup alarm (options.maxAgeHours) looks
 TIDY_INTERVAL = 300.0  # how often the notification outbox is tidied
+ENV_NOTIFY_GRACE = 600.0  # BACKAPP_NOTIFY_URLS hear of events this long before the start
 
 
 class SchedulerService:
@@ -51,8 +52,10 @@ class SchedulerService:
         )
         self._db_since: float | None = time.monotonic()  # the database answered since then
         self._notify_due = threading.Event()  # set by a tick: the sender thread looks
-        # BACKAPP_NOTIFY_URLS is told of what happens from now on, never of older alerts.
-        self.notify_since = clock()
+        # BACKAPP_NOTIFY_URLS is told of what happens from shortly before this start on (a
+        # restart loses nothing), never of older events; newer targets count from when they
+        # were added. Events nobody was due are settled as they come, so none pile up.
+        self.notify_since = clock() - timedelta(seconds=ENV_NOTIFY_GRACE)
         self._overdue_at = 0.0  # monotonic time of the next missed-backup check
         for url in split_urls(ctx.settings.notify_urls):
             try:

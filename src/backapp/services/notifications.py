@@ -139,9 +139,12 @@ def _claim(ctx: AppContext, event_id: str, now: datetime, env_since: datetime) -
 
 
 def _settle(
-    ctx: AppContext, event_id: str, delivered: list[str], failures: list[tuple[str, TransportError]]
+    ctx: AppContext,
+    event_id: str,
+    delivered: list[str],
+    failures: list[tuple[str, TransportError]],
+    now: datetime,
 ) -> None:
-    now = utcnow()
     with ctx.db.session() as session:
         event = repo.get_event(session, event_id)
         if event is None:
@@ -194,5 +197,5 @@ def dispatch(ctx: AppContext, env_since: datetime, now: datetime | None = None) 
                 continue
             delivered.append(target.id)
             sent += 1
-        _settle(ctx, event_id, delivered, failures)
+        _settle(ctx, event_id, delivered, failures, now)
     return sent
