@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from backapp.api.deps import AdminDep, CtxDep
+from backapp.api.deps import AdminDep, CtxDep, UserDep
 from backapp.api.schemas import (
     ERROR_RESPONSES,
     NotificationTargetIn,
@@ -21,8 +21,9 @@ router = APIRouter(
 
 
 @router.get("")
-def list_targets(ctx: CtxDep, user: AdminDep) -> list[NotificationTargetOut]:
-    """Every target (the environment's, the global ones, the configs'), URLs masked."""
+def list_targets(ctx: CtxDep, user: UserDep) -> list[NotificationTargetOut]:
+    """Every target (the environment's, the global ones, the configs'), URLs masked; any
+    user reads them, as they read configs."""
     with ctx.db.session() as session:
         targets = notify_targets.list_targets(session, ctx.settings)
     return [NotificationTargetOut.of(t) for t in targets]
