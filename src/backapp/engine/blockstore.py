@@ -259,11 +259,17 @@ class BlockFetcher:
     """Reads blocks of one config folder (see the module docstring)."""
 
     def __init__(
-        self, repo: Repository, index: BlockIndex, keys: FolderKeys, workers: int = 2
+        self,
+        repo: Repository,
+        index: BlockIndex,
+        keys: FolderKeys,
+        workers: int = 2,
+        index_problems: list[tuple[str, str]] | None = None,
     ) -> None:
         self.repo = repo
         self.index = index
         self.keys = keys
+        self.index_problems = index_problems or []  # named when a block is not found
         self.workers = workers
         self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._cached = 0  # bytes in the cache
@@ -356,11 +362,11 @@ class BlockFetcher:
         return out
 
     def _missing(self, ref: BlockRef) -> Damage:
-        return Damage(
-            ref[0],
-            ref[1],
-            f"block {ref[0][:12]}… is in no pack of this config (removed, or its index is damaged)",
-        )
+        why = "removed, or its index is damaged"
+        if self.index_problems:
+            name, problem = self.index_problems[0]
+            why = f"index {name} cannot be read: {problem}"
+        return Damage(ref[0], ref[1], f"block {ref[0][:12]}… is in no pack of this config ({why})")
 
 
 def _joins(run: list[tuple[BlockRef, BlockLocation | None]], loc: BlockLocation | None) -> bool:

@@ -360,7 +360,11 @@ class Repository:
         """Remove what runs that died left behind: unfinished uploads, and the objects of
         backup folders without a commit marker. Only while holding the config's lock (no
         other run is writing). Return (objects removed, bytes freed). Raise StorageError."""
-        removed = self.storage.abort_incomplete(self.base + "/")
+        # Not under locks/: another process may be writing its lock this moment (to be
+        # refused, or to wait), and a local lock is a temporary file until renamed.
+        removed = 0
+        for part in ("packs", "index"):
+            removed += self.storage.abort_incomplete(join_key(self.base, part) + "/")
         freed = 0
         folders: dict[str, list[tuple[str, int]]] = {}
         committed = set()
@@ -374,6 +378,7 @@ class Repository:
         for folder, objects in folders.items():
             if folder in committed:
                 continue
+            removed += self.storage.abort_incomplete(join_key(self.base, folder) + "/")
             for key, size in objects:
                 self.storage.delete(key)
                 removed += 1

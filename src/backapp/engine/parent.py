@@ -51,11 +51,10 @@ def spool_manifest(
             return spool_blocks(
                 BlockFetcher(repo, index, repo.keys_for(info)), info.manifest_blocks, label
             )
-        loaded, _ = load_index(repo)
+        loaded, problems = load_index(repo)
         with loaded:
-            return spool_blocks(
-                BlockFetcher(repo, loaded, repo.keys_for(info)), info.manifest_blocks, label
-            )
+            fetcher = BlockFetcher(repo, loaded, repo.keys_for(info), index_problems=problems)
+            return spool_blocks(fetcher, info.manifest_blocks, label)
     assert info.manifest is not None
     spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024)  # noqa: SIM115
     try:

@@ -26,6 +26,7 @@ from typing import Any
 
 from backapp.domain.restore import DEFAULT_EXISTING, ExistingPolicy
 from backapp.engine.crypto import MasterKey
+from backapp.engine.format.blockindex import index_key
 from backapp.engine.fsmeta import SparseWriter, apply_xattrs
 from backapp.engine.layout import Repository
 from backapp.engine.manifest import Entry
@@ -127,6 +128,9 @@ def run_restore(
             kept = job.kept_targets(plan.link_targets) if existing == "skip" else None
             plan.settle_links(targets, snap.bad_links(targets), kept)
             job.result.errors.extend(snap.problems)  # refused entries: never restored
+            job.result.warnings.extend(
+                (index_key(repo.base, name), problem) for name, problem in snap.index_problems
+            )
             job.progress.files_total = plan.file_count
             job.progress.bytes_total = plan.byte_count
             job.progress.counting = False

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import IO
 
 from backapp.engine.blockreader import BlockArchiveReader
-from backapp.engine.blockstore import BlockFetcher, load_index
+from backapp.engine.blockstore import BlockFetcher, load_index, spool_blocks
 from backapp.engine.crypto import HEADER_SIZE, MasterKey, key_matches
 from backapp.engine.format.blockindex import BlockIndex
 from backapp.engine.layout import BackupInfo, Repository
@@ -107,7 +107,9 @@ class Snapshot:
 
     def _download(self) -> IO[bytes]:
         if self.version >= 2:
-            return spool_manifest(self.repo, self.info, self.master, self.index)
+            assert self.info.manifest_blocks is not None and self.index is not None
+            fetcher = self.fetcher()
+            return spool_blocks(fetcher, self.info.manifest_blocks, self.name)
         assert self.info.manifest is not None
         try:
             return spool_manifest(self.repo, self.info, self.master)
@@ -161,6 +163,12 @@ class Snapshot:
                 f"backup {self.backup_id}: backup.json records compression "
                 f"{self.info.compression.algorithm!r}, its manifest {algorithm!r}"
             )
+
+    def fetcher(self) -> BlockFetcher:
+        """Format 2: return a reader of this backup's blocks."""
+        assert self.index is not None
+        keys = self.repo.keys_for(self.info)
+        return BlockFetcher(self.repo, self.index, keys, index_problems=self.index_problems)
 
     # -- entries -----------------------------------------------------------------
 
@@ -262,9 +270,7 @@ class Snapshot:
         its archive. Raise BackupNotFoundError, IntegrityError, StorageError."""
         if self.version >= 2:
             assert backup_id is None and self.index is not None
-            return BlockArchiveReader(
-                self.info, BlockFetcher(self.repo, self.index, self.repo.keys_for(self.info))
-            )
+            return BlockArchiveReader(self.info, self.fetcher())
         info = self.source(backup_id)
         trailer = self.trailer if info is self.info else self._trailers.get(info.backup_id)
         if trailer is None:

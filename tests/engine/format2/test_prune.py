@@ -18,7 +18,7 @@ from backapp.engine.format.blockindex import index_key, index_names
 from backapp.engine.format.packs import PackWriter, pack_key
 from backapp.engine.layout import Repository
 from backapp.engine.prune import run_prune
-from backapp.errors import PruneRefusedError, StorageError
+from backapp.errors import PruneRefusedError
 from backapp.storage.wrappers import ThrottledStorage, TokenBucket
 from tests.engine.format2.world import World, flip_byte, randbytes
 from tests.helpers.hostile import pack_of
@@ -87,8 +87,7 @@ def test_a_prune_while_a_backup_runs_waits_and_both_come_out_whole(
 
     thread = threading.Thread(target=backup)
     thread.start()
-    # Once the backup writes a new pack it holds the lock and is past its clean-up (which
-    # would remove a lock being written beside it: see the xfail test below).
+    # Once the backup writes a new pack it holds the lock: prune starts beside it.
     packs = world.dest / world.slug / "packs"
     known = {p.name for p in packs.rglob("*")}
     deadline = time.monotonic() + 10
@@ -107,14 +106,6 @@ def test_a_prune_while_a_backup_runs_waits_and_both_come_out_whole(
         world.verify_passes(backup_id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=StorageError,
-    reason="a backup's clean-up (Repository.remove_leftovers -> storage.abort_incomplete("
-    "base + '/')) removes every unfinished write under the config folder, locks/ included: "
-    "a prune (or second backup) writing its lock file at that moment fails with "
-    "StorageError 'Cannot write …/locks/….json' instead of waiting for the lock",
-)
 def test_a_backup_starting_leaves_a_lock_being_written_beside_it_alone(
     tmp_path: Path, key: MasterKey | None
 ) -> None:

@@ -167,12 +167,6 @@ def test_two_blocks_swapped_inside_a_pack_are_detected(world: World) -> None:
     both_see(world, backup_id, pack_a.name, "twin-a.bin", "twin-b.bin")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="nothing reads a pack's table: verify --full never checks it (packs.read_table "
-    "is unused in src), so a damaged table goes unnoticed",
-)
 def test_a_byte_edited_in_a_pack_table_is_reported_by_verify(world: World) -> None:
     backup_id = world.backup().backup_id
     block_id = file_entry(world.repo(), backup_id, "blob.bin")["blocks"][0][0]
@@ -243,14 +237,6 @@ def test_an_index_moved_renamed_or_edited_is_detected(world: World, attack: str)
         assert "index" in seen.text, seen.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="restore and verify say 'block … is in no pack of this config (removed, or its "
-    "index is damaged)' but never name the index object that could not be opened: "
-    "Snapshot.index_problems is reported only by verify, and only once the manifest could "
-    "be read (verify.py _verify returns early when Snapshot() fails)",
-)
 @pytest.mark.parametrize("attack", INDEX_ATTACKS)
 def test_restore_and_verify_name_the_index_they_cannot_open(world: World, attack: str) -> None:
     backup_id, name = INDEX_ATTACKS[attack](world)
