@@ -2,14 +2,12 @@
 
 from backapp.errors import TransportError
 from backapp.notify.apprise_transport import check_url, mask_url
-from backapp.notify.base import Notification, Notifier
-from backapp.notify.registry import build_notifier, build_transport, split_urls
+from backapp.notify.base import Notification
+from backapp.notify.registry import build_transport, split_urls
 
 __all__ = [
     "Notification",
-    "Notifier",
     "TransportError",
-    "build_notifier",
     "build_transport",
     "check_url",
     "mask_url",

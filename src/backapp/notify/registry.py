@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable
 
 from backapp.notify.apprise_transport import AppriseTransport
-from backapp.notify.base import Notifier, Transport
+from backapp.notify.base import Transport
 
 TRANSPORTS: dict[str, Callable[[list[str]], Transport]] = {
     "apprise": AppriseTransport,
@@ -21,14 +21,3 @@ def split_urls(urls: str) -> list[str]:
 def build_transport(url: str) -> Transport:
     """Given one notification URL, return its transport. Raise TransportError (permanent)."""
     return TRANSPORTS["apprise"]([url])
-
-
-def build_notifier(urls: str) -> Notifier | None:
-    """Given BACKAPP_NOTIFY_URLS (space or comma separated), return a Notifier, or None.
-
-    Raise TransportError (permanent) if a URL is not valid.
-    """
-    parsed = split_urls(urls)
-    if not parsed:
-        return None
-    return Notifier([TRANSPORTS["apprise"](parsed)])
