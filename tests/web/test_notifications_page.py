@@ -49,6 +49,10 @@ def test_the_test_button_delivers_to_the_smtp_server_and_the_password_stays_hidd
         expect(page.locator(".flash")).to_contain_text("Saved")
         expect(page.locator(".target-item")).to_contain_text("on recovered, missed")
         assert "hunter2-mail" not in page.content()
+        page.locator(".target-item").get_by_text("Edit").click()
+        page.get_by_role("button", name=re.compile("^Remove")).click()
+        expect(page.locator(".flash")).to_contain_text("Target removed")
+        expect(page.get_by_text("No notification targets yet.")).to_be_visible()
 
     # A config's own URL, typed in its form, comes back masked when the form is opened again.
     page.goto("/backups/new")
