@@ -157,7 +157,11 @@ class Run(Base):
 
 class Alert(Base):
     __tablename__ = "alerts"
-    __table_args__ = (Index("ix_alerts_open", "acknowledged_at", "created_at"),)
+    __table_args__ = (
+        Index("ix_alerts_open", "acknowledged_at", "created_at"),
+        # A success looks up its config's unresolved alerts of its kind.
+        Index("ix_alerts_unresolved", "config_id", "run_kind", "resolved_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     kind: Mapped[str] = mapped_column(String(32))

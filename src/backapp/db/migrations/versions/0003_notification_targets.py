@@ -71,6 +71,9 @@ def upgrade() -> None:
         batch_op.drop_column("notify_error")
         batch_op.drop_column("notify_attempts")
         batch_op.drop_column("notified_at")
+        batch_op.create_index(
+            "ix_alerts_unresolved", ["config_id", "run_kind", "resolved_at"], unique=False
+        )
     # Earlier alerts learn the kind of their run, so a later success resolves them too.
     op.execute(
         "UPDATE alerts SET run_kind = (SELECT runs.kind FROM runs WHERE runs.id = alerts.run_id)"
@@ -81,6 +84,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("alerts", schema=None) as batch_op:
+        batch_op.drop_index("ix_alerts_unresolved")
         batch_op.add_column(
             sa.Column("notified_at", backapp.db.models.UTCDateTime(timezone=True), nullable=True)
         )
