@@ -64,3 +64,19 @@ def test_upgrading_from_0002_keeps_alerts_and_gives_them_their_run_kind(
     assert [tuple(r) for r in rows] == [("a1", "verify"), ("a2", "backup")]
     assert {"run_kind", "resolved_at", "resolved_by_run_id"} <= columns
     assert "notified_at" not in columns
+
+
+def test_the_migrations_build_exactly_the_schema_of_the_models(database_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from backapp.db.models import Base
+
+    engine = sa.create_engine(database_url)
+    try:
+        db_session.upgrade(engine)
+        with engine.connect() as conn:
+            differences = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    finally:
+        engine.dispose()
+    assert differences == []
