@@ -6,24 +6,24 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from backapp.cli.output import err_console
 from backapp.cli.signals import EXIT_INTERRUPTED
-from backapp.db import Database
 from backapp.domain.config import BackupConfig, load_config_file
 from backapp.engine.crypto import MasterKey
 from backapp.engine.layout import Repository, newest_per_folder
 from backapp.engine.progress import CancelToken
 from backapp.errors import CancelledError, EncryptionKeyError, UsageError
-from backapp.services import configs as config_service
-from backapp.services.configs import StoredConfig
-from backapp.services.context import AppContext
 from backapp.settings import Settings
 from backapp.storage import Storage
 from backapp.storage.factory import open_storage
+
+if TYPE_CHECKING:  # the database and services: imported by the commands that use them
+    from backapp.services.configs import StoredConfig
+    from backapp.services.context import AppContext
 
 ConfigFile = Annotated[
     Path | None,
@@ -87,9 +87,14 @@ def choose_config(
     """Given the command's --config-file or --config, return the config and its identity.
     Raise UsageError (neither or both), ConfigError, NotFoundError, DatabaseError,
     StorageError (a file without a folder name: the destination is looked at)."""
+    from backapp.services import configs as config_service
+
     if (config_file is None) == (config_ref is None):
         raise UsageError("give either --config-file FILE or --config NAME|ID")
     if config_ref is not None:
+        from backapp.db import Database
+        from backapp.services.context import AppContext
+
         ctx = AppContext(settings=settings, db=Database(settings.database_url))
         ctx.db.upgrade()  # as every server process does on start (a no-op when current)
         with ctx.db.session() as session:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 
@@ -15,13 +15,13 @@ from backapp.cli.output import EXIT_BAD_INPUT, EXIT_FAILED, out_console
 from backapp.domain.config import load_config_file, slugify
 from backapp.engine.layout import newest_per_folder
 from backapp.errors import BackappError, ConfigError, NotFoundError, StorageError
-from backapp.services import configs as config_service
-from backapp.services import doctor as checks
-from backapp.services.configs import StoredConfig
-from backapp.services.context import AppContext
-from backapp.services.doctor import Finding
 from backapp.settings import Settings
 from backapp.storage.factory import open_storage
+
+if TYPE_CHECKING:  # the services reach the database layer: imported when doctor runs
+    from backapp.services.configs import StoredConfig
+    from backapp.services.context import AppContext
+    from backapp.services.doctor import Finding
 
 _MARKS = {"ok": "[green]ok[/]     ", "note": "[dim]note[/]   ", "problem": "[bold red]PROBLEM[/]"}
 
@@ -31,6 +31,10 @@ def doctor(
 ) -> None:
     """Check the settings, the database, the encryption key and every config's destination
     (reachable, writable, clock); say what is wrong. Exit 1 if something is."""
+    from backapp.services import doctor as checks
+    from backapp.services.context import AppContext
+    from backapp.services.doctor import Finding
+
     if config_ref is not None and config_file is not None:
         _usage("give --config NAME|ID or --config-file FILE, not both", as_json)
     findings: list[Finding] = []
@@ -62,6 +66,11 @@ def doctor(
 def _from_file(
     settings: Settings, path: Path, findings: list[Finding], as_json: bool
 ) -> list[StoredConfig]:
+    from backapp.services import configs as config_service
+    from backapp.services import doctor as checks
+    from backapp.services.configs import StoredConfig
+    from backapp.services.doctor import Finding
+
     try:
         file = load_config_file(path)
     except ConfigError as exc:
@@ -86,6 +95,9 @@ def _from_file(
 def _from_database(
     ctx: AppContext, config_ref: str | None, findings: list[Finding], as_json: bool
 ) -> list[StoredConfig]:
+    from backapp.services import doctor as checks
+    from backapp.services.doctor import Finding
+
     try:
         identities = checks.stored_configs(ctx, config_ref)
     except NotFoundError as exc:

@@ -46,7 +46,6 @@ from backapp.errors import (
     IntegrityError,
     UsageError,
 )
-from backapp.services import retention
 from backapp.settings import Settings
 
 backup_app = typer.Typer(help="Run backups from a config file.", no_args_is_help=True)
@@ -84,13 +83,20 @@ def backup_run(
                     cancel=cancel,
                     backup_id=backup_id,
                 )
+            # services.retention reaches the database layer: imported when it has work
             if chosen.ctx is not None and chosen.identity.id is not None:
+                from backapp.services import retention
+
                 kept = retention.apply(
                     chosen.ctx, chosen.ctx.db.session, chosen.identity.id, config, slug
                 )
-            else:
+            elif config.options.retention_policy is not None:
+                from backapp.services import retention
+
                 repo = Repository(storage, config.destination.prefix, slug, key)
                 kept = retention.delete_expired(repo, config)
+            else:
+                kept = {}  # no retention rules: nothing expires (as delete_expired says)
             if hooks is not None:
                 hooks.run(
                     "after",

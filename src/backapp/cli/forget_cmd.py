@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -19,9 +19,10 @@ from backapp.cli.chosen import (
 from backapp.cli.output import EXIT_FAILED, fail, human_bytes, out_console
 from backapp.cli.signals import interruptible
 from backapp.errors import BackappError, CancelledError
-from backapp.services import retention
-from backapp.services.retention import RetentionPreview
 from backapp.settings import Settings
+
+if TYPE_CHECKING:  # services.retention reaches the database layer: imported when run
+    from backapp.services.retention import RetentionPreview
 
 
 def forget(
@@ -45,6 +46,8 @@ def forget(
 ) -> None:
     """Apply a config's retention policy now (options.retention, retentionDays), as a run
     does after its backup; or, with --backup, forget one backup."""
+    from backapp.services import retention
+
     try:
         settings = Settings()
         with interruptible() as cancel:
@@ -149,6 +152,8 @@ def prune(
     """Delete the stored blocks that no backup of the config references any more (after
     forget). Waits for a running backup of the config to finish; deletes nothing if a
     backup cannot be read."""
+    from backapp.services import retention
+
     try:
         settings = Settings()
         with interruptible() as cancel:

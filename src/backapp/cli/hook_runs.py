@@ -3,11 +3,15 @@ what they did is printed (to stderr: stdout stays the summary, or the --json obj
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from backapp.cli.chosen import Chosen
 from backapp.cli.output import err_console
 from backapp.engine.progress import CancelToken
-from backapp.services.hooks import RunHooks, run_variables
 from backapp.settings import Settings
+
+if TYPE_CHECKING:  # services.hooks reaches the database layer: imported only for hooks
+    from backapp.services.hooks import RunHooks
 
 OUTPUT_LINES = 10  # lines of a failed command's output printed (the run log keeps 4 KiB)
 
@@ -18,6 +22,8 @@ def hooks_for(settings: Settings, chosen: Chosen, cancel: CancelToken) -> RunHoo
     hooks = chosen.document.options.hooks
     if hooks is None:
         return None
+    from backapp.services.hooks import RunHooks, run_variables
+
     variables = run_variables(
         config_id=chosen.identity.id or "",
         config_name=chosen.document.name,
