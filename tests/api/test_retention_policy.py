@@ -10,9 +10,11 @@ from typing import Any
 
 from backapp.domain.config import parse_config
 from backapp.engine.backup import run_backup
+from backapp.engine.layout import is_backup_id
 from backapp.storage.local import LocalStorage
 from tests.api.conftest import Api, config_doc, local_destination
 from tests.helpers.cli import run_backapp
+from tests.helpers.hostile import redate_marker
 
 # When each backup completed (UTC); the config counts days in Berlin (UTC+1 in November).
 COMPLETED = [
@@ -28,16 +30,19 @@ def _cli(tmp_path: Path, database_url: str, *args: str) -> subprocess.CompletedP
     return run_backapp(tmp_path, *args, env={"DATABASE_URL": database_url})
 
 
-def _backups(config: dict[str, Any], dest: Path, completed: list[str]) -> list[str]:
+def _backups(
+    config: dict[str, Any], dest: Path, completed: list[str], format_version: int = 2
+) -> list[str]:
     """Given a stored config, make one backup per time and date its marker so; return the ids."""
     document = parse_config(config)
     ids = []
     for when in completed:
-        backup_id = run_backup(document, LocalStorage(dest), slug=config["slug"]).backup_id
-        marker = dest / config["slug"] / backup_id / "backup.json"
-        info = json.loads(marker.read_text())
-        info["createdAt"] = info["completedAt"] = when
-        marker.write_text(json.dumps(info))
+        backup_id = run_backup(
+            document, LocalStorage(dest), slug=config["slug"], format_version=format_version
+        ).backup_id
+        redate_marker(
+            dest / config["slug"] / backup_id / "backup.json", createdAt=when, completedAt=when
+        )
         ids.append(backup_id)
     return ids
 
@@ -109,7 +114,7 @@ def test_forget_dry_run_deletes_nothing_and_forget_deletes_what_the_preview_said
 
     assert done.returncode == 0, done.stderr
     assert [d["backupId"] for d in json.loads(done.stdout)["deleted"]] == expected
-    assert sorted(p.name for p in (dest / config["slug"]).iterdir() if p.name != "locks") == [
+    assert sorted(p.name for p in (dest / config["slug"]).iterdir() if is_backup_id(p.name)) == [
         ids[3],
         ids[4],
     ]
@@ -119,7 +124,7 @@ def test_forget_one_backup_is_refused_while_a_kept_incremental_requires_it(
     api: Api, database_url: str, tmp_path: Path, source: Path, dest: Path
 ) -> None:
     config = api.create_config(config_doc([source], local_destination(dest), type="incremental"))
-    full, incremental = _backups(config, dest, COMPLETED[:2])
+    full, incremental = _backups(config, dest, COMPLETED[:2], format_version=1)  # a chain
     as_file = tmp_path / "config.json"
     as_file.write_text(json.dumps(api.get(f"/api/backups/configs/{config['id']}").json()))
 
@@ -154,8 +159,9 @@ def test_a_scheduled_run_applies_the_keep_rules_after_its_backup(
     retention = run["details"]["retention"]
     assert [d["backupId"] for d in retention["deleted"]] == [ids[1], ids[0]]
     assert retention["deleted"][0]["reason"].startswith("kept by no rule (last 2; completed")
-    left = sorted(p.name for p in (dest / config["slug"]).iterdir() if p.name != "locks")
+    left = sorted(p.name for p in (dest / config["slug"]).iterdir() if is_backup_id(p.name))
     assert left == sorted([ids[2], run["backupId"]])
+    assert retention["prune"]["backups"] == 2  # and prune kept only what those two name
     # Forgetting the run's backup by hand marks the run, as retention does.
     forgot = _cli(tmp_path, database_url, "forget", "--config", config["id"], "-b", run["backupId"])
     assert forgot.returncode == 0, forgot.stderr

@@ -116,3 +116,18 @@ def file_entry(repo: Repository, backup_id: str, path_end: str) -> Doc:
     """Given a backup and the end of a file's path, return its manifest entry."""
     _, entries, _ = read_manifest(repo, backup_id)
     return next(e for e in entries if e["type"] == "file" and e["path"].endswith(path_end))
+
+
+def redate_marker(marker: Path, **fields: str) -> None:
+    """Given a backup.json in a local store (``{slug}/{backup-id}/backup.json``) and
+    camelCase fields (``completedAt=…``), rewrite them as the backup's maker could: format
+    1 as plain JSON, format 2 (unencrypted) with its check recomputed."""
+    doc = json.loads(marker.read_text())
+    if doc.get("formatVersion") != 2:
+        marker.write_text(json.dumps({**doc, **fields}))
+        return
+    from backapp.engine.format.keys import FolderKeys
+
+    info = {**doc["info"], **fields}
+    backup_id, slug = marker.parent.name, marker.parent.parent.name
+    marker.write_bytes(marker_bytes(FolderKeys(slug), backup_id, info))

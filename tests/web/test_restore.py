@@ -13,6 +13,7 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
+from tests.helpers.hostile import redate_marker
 from tests.web.conftest import VIEWER_PASSWORD, Server, csrf_of, log_in, shoot
 from tests.web.pages import fill_config, save_config
 
@@ -311,9 +312,7 @@ def test_config_page_previews_what_retention_will_delete_and_why(
         )
     # Age the older backup, and set a retention of 7 days on the config.
     oldest = sorted((tmp_path / "d").rglob("backup.json"))[0]
-    info = json.loads(oldest.read_text())
-    info["completedAt"] = "2020-01-01T00:00:00+00:00"
-    oldest.write_text(json.dumps(info))
+    redate_marker(oldest, completedAt="2020-01-01T00:00:00+00:00")
     page.goto(f"/backups/{config_id}/edit")
     page.get_by_label("Retention (days)").fill("7")
     save_config(page)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
+from tests.helpers.hostile import redate_marker
 from tests.web.conftest import Server, log_in, shoot
 from tests.web.pages import fill_config, save_config
 
@@ -45,9 +46,7 @@ def test_config_page_names_the_keep_rule_of_each_backup(
     # The two older backups completed on the same day, long ago.
     markers = sorted((tmp_path / "d").rglob("backup.json"))
     for marker, when in zip(markers[:2], ("2020-01-01T08:00", "2020-01-01T20:00"), strict=True):
-        info = json.loads(marker.read_text())
-        info["completedAt"] = f"{when}:00+00:00"
-        marker.write_text(json.dumps(info))
+        redate_marker(marker, completedAt=f"{when}:00+00:00")
     page.goto(f"/backups/{config_id}/edit")
     page.get_by_label("Keep daily").fill("2")
     save_config(page)
