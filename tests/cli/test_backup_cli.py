@@ -11,6 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from backapp.domain.config import parse_config
+from backapp.engine.backup import run_backup
+from backapp.engine.crypto import MasterKey
+from backapp.storage.local import LocalStorage
 from tests.cli.conftest import CliRunner, write_config
 from tests.helpers.trees import restored_root, snapshot, without_specials
 
@@ -248,9 +252,14 @@ def test_decrypt_turns_an_encrypted_archive_back_into_tar_gz(
         encryption=True,
     )
     env = {"BACKUP_ENCRYPTION_KEY": encryption_key}
-    backup_id = json.loads(cli("backup", "run", "-c", str(cfg), "--json", env=env).stdout)[
-        "backupId"
-    ]
+    # decrypt is for the objects of format 1 (written by earlier releases): make one.
+    backup_id = run_backup(
+        parse_config(json.loads(cfg.read_text())),
+        LocalStorage(tmp_path / "d"),
+        slug="cli-test",
+        key=MasterKey.from_base64(encryption_key),
+        format_version=1,
+    ).backup_id
     enc = next((tmp_path / "d").rglob(f"{backup_id}/data.tar.gz.enc"))
     plain = tmp_path / "data.tar.gz"
     run = cli("decrypt", str(enc), str(plain), env=env)
@@ -380,12 +389,13 @@ def test_listing_marks_a_damaged_backup_and_verify_exits_1_for_damage_2_for_a_wr
     assert [b.get("damaged", False) for b in as_json["backups"]] == [False, True]
     damaged = cli("verify", "-c", str(cfg), "-b", second["backupId"], env=env)
     assert damaged.returncode == 1 and "backup.json is damaged" in damaged.stdout
-    manifest = dest / "cli-test" / first["backupId"] / "manifest.json.gz.enc"
-    raw = bytearray(manifest.read_bytes())
-    raw[30] ^= 1  # the salt of its encryption header
-    manifest.write_bytes(bytes(raw))
+    marker = dest / "cli-test" / first["backupId"] / "backup.json"
+    doc = json.loads(marker.read_text())
+    sealed = bytearray(base64.b64decode(doc["sealed"]))
+    sealed[20] ^= 1  # inside its sealed description: damage, not a wrong key
+    marker.write_text(json.dumps({**doc, "sealed": base64.b64encode(sealed).decode()}))
     header = cli("verify", "-c", str(cfg), "-b", first["backupId"], env=env)
-    assert header.returncode == 1 and "header is damaged" in header.stdout
+    assert header.returncode == 1 and "failed authentication" in header.stdout
     other = {"BACKUP_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode()}
     third = json.loads(cli("backup", "run", "-c", str(cfg), "--json", env=env).stdout)
     assert "damaged" in third["parentNote"]  # built on nothing damaged

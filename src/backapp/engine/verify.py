@@ -115,6 +115,8 @@ def _verify(
     state = Progress(phase="verifying", counting=False)
     try:
         info = repo.load(backup_id)
+    except WrongKeyError:
+        raise  # nothing is known about the backup with this key: not damage
     except IntegrityError as exc:
         result.problems.append((repo.key(backup_id, "backup.json"), str(exc)))
         return

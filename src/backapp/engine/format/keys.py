@@ -3,6 +3,7 @@
     id key     = HKDF-SHA256(K, salt="backapp/v2", info="backapp/v2/block-id\\0" + slug)
     data key   = HKDF-SHA256(K, salt="backapp/v2", info="backapp/v2/data\\0" + slug)
     marker key = HKDF-SHA256(K, salt="backapp/v2", info="backapp/v2/marker\\0" + slug)
+    key check  = the first 16 bytes of HKDF-SHA256(K, salt="backapp/v2", info="backapp/v2/key-check\\0")
 
 Every config folder has its own keys, so a block, pack or marker copied from one
 config's folder into another's does not open there, even under the same
@@ -40,6 +41,7 @@ class FolderKeys:
     id_key: bytes | None = None
     data_key: bytes | None = None
     marker_key: bytes | None = None
+    key_check: str | None = None  # tells a wrong key from damage (the same in every folder)
     _aead: AESGCM | None = field(default=None, compare=False)
 
     def __repr__(self) -> str:
@@ -56,6 +58,7 @@ class FolderKeys:
             id_key=_derive(master, "block-id", slug),
             data_key=data,
             marker_key=_derive(master, "marker", slug),
+            key_check=_derive(master, "key-check", "")[:16].hex(),
             _aead=AESGCM(data),
         )
 

@@ -3,7 +3,7 @@
 Plain JSON whose readable part is only what needs no key (ids, times, sizes):
 
     {"formatVersion": 2, "backupId": …, "createdAt": …, "completedAt": …,
-     "encrypted": true, "storedBytes": …, "sealed": base64(envelope)}
+     "encrypted": true, "storedBytes": …, "keyCheck": …, "sealed": base64(envelope)}
 
 The rest — config name and folder, sources, counts, compression, and the blocks of
 the manifest it commits to — is the backup's full description (the ``info``
@@ -25,7 +25,7 @@ from typing import Any
 
 from backapp.engine.format.envelope import associated_data, open_sealed, seal
 from backapp.engine.format.keys import FolderKeys
-from backapp.errors import ArchiveError, EncryptionKeyError, TamperedError
+from backapp.errors import ArchiveError, EncryptionKeyError, TamperedError, WrongKeyError
 
 PUBLIC = ("formatVersion", "backupId", "createdAt", "completedAt", "encrypted", "storedBytes")
 
@@ -40,6 +40,7 @@ def marker_bytes(keys: FolderKeys, backup_id: str, info: dict[str, Any]) -> byte
     doc: dict[str, Any] = {k: info[k] for k in PUBLIC}
     if keys.encrypted:
         sealed = seal(keys, "marker", backup_id, _canonical(info))
+        doc["keyCheck"] = keys.key_check
         doc["sealed"] = base64.b64encode(sealed).decode()
     else:
         aad = associated_data(keys, "marker", backup_id)
@@ -62,6 +63,12 @@ def open_marker(keys: FolderKeys | None, backup_id: str, doc: dict[str, Any]) ->
         if keys is None or not keys.encrypted:
             raise EncryptionKeyError(
                 f"backup {backup_id} is encrypted: its details need BACKUP_ENCRYPTION_KEY"
+            )
+        check = doc.get("keyCheck")
+        if isinstance(check, str) and not hmac.compare_digest(check, keys.key_check or ""):
+            raise WrongKeyError(
+                f"backup {backup_id} was encrypted with a different key: check "
+                "BACKUP_ENCRYPTION_KEY"
             )
         try:
             sealed = base64.b64decode(str(doc.get("sealed", "")), validate=True)
