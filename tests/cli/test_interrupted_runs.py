@@ -73,9 +73,9 @@ def test_a_backup_killed_mid_upload_is_cleaned_up_by_the_next_run(
     )
     process = _start(cfg, tmp_path)
 
-    def mid_upload() -> bool:  # the data half-written, the lock in place
+    def mid_upload() -> bool:  # a pack half-written, the lock in place
         files = _files(dest) if dest.exists() else []
-        return any(".data.tar.partial-" in f for f in files) and any(
+        return any("/packs/" in f and ".partial-" in f for f in files) and any(
             f.startswith("cli-test/locks/") and f.endswith(".json") for f in files
         )
 
@@ -89,10 +89,11 @@ def test_a_backup_killed_mid_upload_is_cleaned_up_by_the_next_run(
     doc = json.loads(run.stdout)
     assert "removed the stale lock of backup" in doc["cleanup"]
     assert "left by interrupted runs" in doc["cleanup"]
-    assert _files(dest) == sorted(
-        f"cli-test/{doc['backupId']}/{name}"
-        for name in ("backup.json", "data.tar", "manifest.json.gz")
-    )
+    left = _files(dest)
+    assert [f for f in left if not f.startswith(("cli-test/packs/", "cli-test/index/"))] == [
+        f"cli-test/{doc['backupId']}/backup.json"
+    ]
+    assert not [f for f in left if ".partial-" in f]
     restored = cli("restore", "-c", str(cfg), "-t", str(tmp_path / "out"))
     assert restored.returncode == 0, restored.stderr
     assert snapshot(restored_root(tmp_path / "out", src)) == snapshot(src)
@@ -117,8 +118,8 @@ def test_a_backup_killed_mid_multipart_upload_has_its_upload_aborted_next_time(
     assert "left by interrupted runs" in doc["cleanup"]
     assert s3.list_multipart_uploads(Bucket=s3_bucket).get("Uploads") is None
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"])
-    assert keys == [
-        f"p/cli-test/{doc['backupId']}/{n}" for n in ("backup.json", "data.tar", "manifest.json.gz")
+    assert [k for k in keys if not k.startswith(("p/cli-test/packs/", "p/cli-test/index/"))] == [
+        f"p/cli-test/{doc['backupId']}/backup.json"
     ]
 
 

@@ -16,7 +16,7 @@ def _dir(path: str) -> Entry:
 
 
 def _file(path: str, **over: object) -> Entry:
-    fields: dict[str, object] = {"size": 1, "sha256": "0" * 64, "offset": 512}
+    fields: dict[str, object] = {"size": 1, "sha256": "0" * 64, "blocks": [("ab" * 32, 1)]}
     fields.update(over)
     return Entry(path=path, type="file", mode=0o644, uid=0, gid=0, mtime_ns=0, **fields)  # type: ignore[arg-type]
 

@@ -356,15 +356,21 @@ class Repository:
         self.storage.abort_incomplete(join_key(self.base, backup_id) + "/")
         return removed
 
+    def abort_unfinished(self) -> int:
+        """Abort the unfinished uploads of packs and index objects (a dead run's); only
+        while holding the config's lock. Return how many. Raise StorageError."""
+        # Not under locks/: another process may be writing its lock this moment (to be
+        # refused, or to wait), and a local lock is a temporary file until renamed.
+        return sum(
+            self.storage.abort_incomplete(join_key(self.base, part) + "/")
+            for part in ("packs", "index")
+        )
+
     def remove_leftovers(self) -> tuple[int, int]:
         """Remove what runs that died left behind: unfinished uploads, and the objects of
         backup folders without a commit marker. Only while holding the config's lock (no
         other run is writing). Return (objects removed, bytes freed). Raise StorageError."""
-        # Not under locks/: another process may be writing its lock this moment (to be
-        # refused, or to wait), and a local lock is a temporary file until renamed.
-        removed = 0
-        for part in ("packs", "index"):
-            removed += self.storage.abort_incomplete(join_key(self.base, part) + "/")
+        removed = self.abort_unfinished()
         freed = 0
         folders: dict[str, list[tuple[str, int]]] = {}
         committed = set()

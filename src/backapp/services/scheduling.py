@@ -15,7 +15,7 @@ from backapp.db.repositories import configs as config_repo
 from backapp.db.repositories import runs as run_repo
 from backapp.domain.config import BackupConfig
 from backapp.domain.schedule import Schedule
-from backapp.engine.lock import release_locks_of
+from backapp.engine.lock import RepoLock, release_locks_of
 from backapp.errors import BackappError, ConflictError
 from backapp.services import alerts, restores
 from backapp.services import configs as config_service
@@ -185,6 +185,10 @@ def _discard_partial_backup(
         if backup_id in repo.ids():
             return  # it did commit before dying: a complete backup stays
         repo.delete(backup_id)
+        # Its unfinished pack uploads go too, if no other run is writing now (its finished
+        # packs stay: their blocks are found again by the next run, or pruned).
+        with RepoLock(repo, "cleanup", backup_id):
+            repo.abort_unfinished()
         logger.info("removed the partial upload of backup %s", backup_id)
     except BackappError as exc:
         logger.warning("could not clean up partial backup %s: %s", backup_id, exc)
