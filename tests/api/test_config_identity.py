@@ -10,8 +10,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from backapp.engine.layout import is_backup_id
 from tests.api.conftest import Api, config_doc, local_destination
 from tests.helpers.cli import run_backapp
+from tests.helpers.hostile import redate_marker
 
 
 def _cli(tmp_path: Path, database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -117,12 +119,13 @@ def test_the_cli_applies_retention_as_a_scheduled_run_does(
     config = api.create_config(config_doc([source], local_destination(dest), retentionDays=1))
     ran = _cli(tmp_path, database_url, "backup", "run", "--config", config["id"])
     assert ran.returncode == 0, ran.stderr
-    first_id = next((dest / "api-test").iterdir()).name
+    first_id = next(p.name for p in (dest / "api-test").iterdir() if is_backup_id(p.name))
     # Age the first backup by a year (its marker's dates are what retention reads).
-    marker = dest / "api-test" / first_id / "backup.json"
-    info = json.loads(marker.read_text())
-    info["createdAt"] = info["completedAt"] = "2020-01-01T00:00:00+00:00"
-    marker.write_text(json.dumps(info))
+    redate_marker(
+        dest / "api-test" / first_id / "backup.json",
+        createdAt="2020-01-01T00:00:00+00:00",
+        completedAt="2020-01-01T00:00:00+00:00",
+    )
 
     again = _cli(tmp_path, database_url, "backup", "run", "--config", config["id"], "--json")
 

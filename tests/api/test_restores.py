@@ -101,7 +101,7 @@ def test_verify_passes_on_a_good_backup_and_fails_naming_the_damage(
     assert run["status"] == "completed", run
     assert run["details"]["status"] == "passed" and run["details"]["mode"] == "full"
 
-    data = next(dest.rglob(f"{backup['backupId']}/data.tar.gz"))
+    data = max(dest.rglob("packs/*/*"), key=lambda p: p.stat().st_size)  # the data pack
     raw = bytearray(data.read_bytes())
     raw[len(raw) // 2] ^= 0x55
     data.write_bytes(bytes(raw))

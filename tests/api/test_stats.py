@@ -45,8 +45,13 @@ def test_stats_count_one_completed_and_one_failed_run(
     assert stats["completedBackups"] == 1
     assert stats["failedBackups"] == 1
     assert stats["successRate"] == 50.0
-    # The stored bytes of a backup are its data and manifest (backup.json is a small marker).
-    stored = sum(f.stat().st_size for f in dest.rglob("*.gz"))
+    # The stored bytes of a backup are the packs and index it wrote (backup.json is a small
+    # marker).
+    stored = sum(
+        f.stat().st_size
+        for f in dest.rglob("*")
+        if f.is_file() and ("/packs/" in str(f) or "/index/" in str(f))
+    )
     assert stats["totalBytesStored"] == completed["storedBytes"] == stored
     assert stats["bytesTransferred"] >= completed["bytesTransferred"] > 0
     assert stats["openAlerts"] == 1

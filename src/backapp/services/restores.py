@@ -175,7 +175,8 @@ def open_file(
     repo = ctx.repository(config, slug)
     resolved = repo.resolve(backup_id)
     wanted = path.strip("/")
-    with Snapshot(repo, resolved, ctx.master_key(required=False)) as snap:  # read locally
+    snap = Snapshot(repo, resolved, ctx.master_key(required=False))  # read locally
+    try:
         entry = next((e for e in snap.entries() if e.path == wanted), None)
         if entry is not None and entry.type == "hardlink":
             target = entry.target  # a hard link: the data is its first path's
@@ -183,7 +184,19 @@ def open_file(
         if entry is None or entry.type != "file":
             raise NotFoundError(f"no file {path!r} in backup {resolved}")
         reader = snap.archive(entry.backup)
-    return entry, _checked(reader, entry)
+    except BaseException:
+        snap.close()
+        raise
+    return entry, _closing(snap, _checked(reader, entry))
+
+
+def _closing(snap: Snapshot, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Yield the chunks, then release the snapshot (its block index lives until the
+    stream ends: format 2 reads blocks through it)."""
+    try:
+        yield from chunks
+    finally:
+        snap.close()
 
 
 def _checked(reader: ArchiveReader | BlockArchiveReader, entry: Entry) -> Iterator[bytes]:
