@@ -21,8 +21,12 @@ METHOD = """\
   uses its default repository (v2, compression `auto`). Local repositories live on the same
   disk as the corpus.
 - Local rows run on a copy of the corpus; the incremental rows follow
-  `mutate_corpus.py --day 1` (~1% of files changed). S3 rows use moto's standalone server on
+  `mutate_corpus.py --day 1` (~1% of files changed), the week rows `--day 2` … `--day 7`
+  after it, each day backed up by restic and by BackApp (gzip and zstd), their figures
+  summed over days 1–7 (peak RSS: the largest day). S3 rows use moto's standalone server on
   127.0.0.1, a fresh server for BackApp and for restic (moto keeps objects in memory).
+- A full backup row starts from an empty destination (a second attempt too); the "second
+  full" row backs up the unchanged corpus again into the first full's folder.
 - Restores are compared with the source: types, bytes, permission bits, mtimes (seconds),
   symlink targets and hard-link groups. Before every restore (restic's and BackApp's) the
   harness syncs and waits 36 s: right after many files were deleted, ext4 creates new
@@ -33,7 +37,8 @@ METHOD = """\
   then measures how many cores they used during the command. Rows where that was ≥ 0.15
   cores are flagged ⚠: their wall time is inflated; CPU seconds and peak RSS are per process
   and barely affected.
-- Ratios are BackApp ÷ reference; a target such as "≤ 0.8×" is on wall time."""
+- Ratios are BackApp ÷ reference; a target such as "≤ 0.8×" is on wall time, "stored ≤ 1.5×"
+  on the bytes the destination grew by."""
 
 
 def render(results: Results, header: dict[str, Any]) -> str:
@@ -68,6 +73,8 @@ def render(results: Results, header: dict[str, Any]) -> str:
     if reasons:
         lines += ["", "### Why the missed targets are missed", ""]
         lines += reasons
+    lines += ["", "## Seven days of changes", ""]
+    lines += _week(results)
     lines += ["", "## API under load", ""]
     lines += _api(results)
     lines += ["", "## Scaling (corpus ×1 vs ×4)", ""]
@@ -96,8 +103,11 @@ def _table(results: Results, rows: list[Row]) -> list[str]:
         m = row.measurement
         ref = results.rows.get(row.ref) if row.ref else None
         ref_text = (ref.label if ref else row.ref) or ""
-        if row.target is not None:
-            ref_text += f" (target ≤ {row.target:g}×)"
+        goals = [f"target ≤ {row.target:g}×"] if row.target is not None else []
+        if row.stored_target is not None:
+            goals.append(f"stored ≤ {row.stored_target:g}×")
+        if goals:
+            ref_text += f" ({', '.join(goals)})"
         if m is None:
             status = f"**error**: {row.error}" if row.error else f"skipped: {row.skipped}"
             cells = [row.label, "–", "–", "–", "–", ref_text, "–", "–", "–", "–", status]
@@ -123,6 +133,8 @@ def _row_notes(row: Row) -> str:
     notes = list(row.notes)
     if m is not None:
         extra = m.extra
+        if "days" in extra:
+            notes.append(f"{extra['days']} daily backups summed (see Seven days of changes)")
         if "check" in extra:
             notes.append(f"restore check: {extra['check']}")
         if "newFiles" in extra:
@@ -200,6 +212,42 @@ def _why_missed(targets: list[Target]) -> list[str]:
 def _target_line(target: Target) -> str:
     mark = {True: "[x] met", False: "[ ] **missed**", None: "[ ] not judged"}[target.met]
     return f"- {mark} — {target.text}: {target.detail}"
+
+
+WEEK_TOOLS = (("restic", "restic"), ("gzip", "BackApp gzip-6+enc"), ("zstd", "BackApp zstd-3+enc"))
+
+
+def _week(results: Results) -> list[str]:
+    days = results.facts.get("week_days")
+    if not days:
+        return ["Not run."]
+    out = [
+        "What each day's backup added to its local repository (MiB) and took (wall s); day 1 "
+        "is the incremental rows above.",
+        "",
+        "| Day | " + " | ".join(f"{name} stored | {name} wall" for _, name in WEEK_TOOLS) + " |",
+        "|" + "---|" * (1 + 2 * len(WEEK_TOOLS)),
+    ]
+    count = max(len(v) for v in days.values())
+    for i in range(count):
+        cells = [str(i + 1)]
+        for tool, _ in WEEK_TOOLS:
+            ms = days.get(tool, [])
+            cells += [_mib(ms[i]["stored"]), f"{ms[i]['wall']:.2f}"] if i < len(ms) else ["–", "–"]
+        out.append("| " + " | ".join(cells) + " |")
+    totals = ["**total**"]
+    for tool, _ in WEEK_TOOLS:
+        ms = days.get(tool, [])
+        totals += [
+            f"**{_mib(sum(m['stored'] for m in ms))}**",
+            f"{sum(m['wall'] for m in ms):.2f}",
+        ]
+    out.append("| " + " | ".join(totals) + " |")
+    mutations = results.facts.get("week_mutations", {})
+    if mutations:
+        out += ["", "Mutations:", ""]
+        out += [f"- day {day}: {text}" for day, text in mutations.items()]
+    return out
 
 
 def _scaling(results: Results) -> list[str]:

@@ -34,7 +34,8 @@ class Row:
     skipped: str | None = None
     notes: list[str] = field(default_factory=list)
     ref: str | None = None
-    target: float | None = None
+    target: float | None = None  # on wall time, as a multiple of the reference's
+    stored_target: float | None = None  # on bytes stored, as a multiple of the reference's
 
     @property
     def ok(self) -> bool:
@@ -72,6 +73,7 @@ class Results:
         *,
         ref: str | None = None,
         target: float | None = None,
+        stored_target: float | None = None,
         repeatable: bool = False,
     ) -> Row:
         """Given a key, a label and a function that measures, run it and record the row.
@@ -80,7 +82,7 @@ class Results:
         repeatable measurement disturbed by other processes is taken once more, within
         RETRY_BUDGET seconds per run, and the attempt with less outside load is kept.
         """
-        row = Row(key=key, label=label, ref=ref, target=target)
+        row = Row(key=key, label=label, ref=ref, target=target, stored_target=stored_target)
         self.rows[key] = row
         try:
             row.measurement = fn()
@@ -155,18 +157,25 @@ def evaluate_targets(results: Results) -> list[Target]:
     """Given the results, return the checklist of targets with met / missed / unknown."""
     targets = []
     for row in results.rows.values():
-        if row.target is None:
-            continue
         ref = results.rows.get(row.ref or "")
         ref_label = ref.label if ref else row.ref
-        text = f"{row.label}: wall ≤ {row.target:g}× {ref_label}"
-        ratio = results.ratio(row.key)
-        if ratio is None:
-            why = row.error or row.skipped or (ref and (ref.error or ref.skipped)) or "no figures"
-            targets.append(Target(text, None, f"not judged ({why})"))
-        else:
-            detail = f"{ratio:.2f}×" + _noise_warning(row, results.get(row.ref or ""))
-            targets.append(Target(text, ratio <= row.target, detail))
+        why = row.error or row.skipped or (ref and (ref.error or ref.skipped)) or "no figures"
+        if row.target is not None:
+            text = f"{row.label}: wall ≤ {row.target:g}× {ref_label}"
+            ratio = results.ratio(row.key)
+            if ratio is None:
+                targets.append(Target(text, None, f"not judged ({why})"))
+            else:
+                detail = f"{ratio:.2f}×" + _noise_warning(row, results.get(row.ref or ""))
+                targets.append(Target(text, ratio <= row.target, detail))
+        if row.stored_target is not None:
+            text = f"{row.label}: stored ≤ {row.stored_target:g}× {ref_label}"
+            ratio = results.ratio(row.key, "stored")
+            if ratio is None:
+                targets.append(Target(text, None, f"not judged ({why})"))
+            else:
+                detail = f"{ratio:.3g}× ({_stored_mib(row)} vs {_stored_mib(ref)} MiB)"
+                targets.append(Target(text, ratio <= row.stored_target, detail))
     for key in results.facts.get("full_backup_rows", []):
         row = results.rows.get(key)
         if row is None:
@@ -190,6 +199,11 @@ def evaluate_targets(results: Results) -> list[Target]:
     else:
         targets.append(Target(text, growth < SCALING_RSS_GROWTH_LIMIT, f"{growth:+.1%}"))
     return targets
+
+
+def _stored_mib(row: Row | None) -> str:
+    m = row.measurement if row else None
+    return "?" if m is None or m.stored is None else f"{m.stored / 2**20:.1f}"
 
 
 def _api_targets(results: Results) -> list[Target]:

@@ -44,6 +44,7 @@ def scaling_rows(sc: Scenarios) -> None:
             lambda cfg=cfg: sc.backapp.backup(cfg),
             lambda d=dest_dir: _size(d),
             repeatable=True,
+            fresh=dest_dir,
         )
         shutil.rmtree(dest_dir, ignore_errors=True)
     small, large = r.get("scale_x1"), r.get("scale_x4")

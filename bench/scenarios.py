@@ -23,6 +23,7 @@ Sizer = Callable[[], int]
 
 
 RESTORE_SETTLE_SECONDS = 36
+WEEK_DAYS = 7  # mutated days, day 1 included, for the week's totals
 
 
 @dataclass
@@ -65,6 +66,8 @@ class Scenarios:
         self.corpus = Path()
         self.live = self.run_dir / "live"
         self.restic_local: Restic | None = None
+        # The day-1 incremental configs, kept for the week: algorithm -> (config, folder)
+        self.incremental_configs: dict[str, tuple[Path, Path]] = {}
 
     # -- helpers -----------------------------------------------------------------
 
@@ -86,17 +89,31 @@ class Scenarios:
         *,
         ref: str | None = None,
         target: float | None = None,
+        stored_target: float | None = None,
         repeatable: bool = False,
+        fresh: Path | None = None,
     ) -> None:
-        """Measure a backup; its stored figure is what the destination grew by."""
+        """Measure a backup; its stored figure is what the destination grew by. ``fresh``:
+        a folder emptied before each attempt (a full backup's destination: a second attempt
+        into the same one would find every block stored already)."""
 
         def measure() -> Measurement:
+            if fresh is not None:
+                fresh_dir(fresh)
             before = size()
             m = run()
             m.stored = size() - before
             return m
 
-        self.r.measure(key, label, measure, ref=ref, target=target, repeatable=repeatable)
+        self.r.measure(
+            key,
+            label,
+            measure,
+            ref=ref,
+            target=target,
+            stored_target=stored_target,
+            repeatable=repeatable,
+        )
 
     def restore_row(
         self,
@@ -229,6 +246,7 @@ class Scenarios:
             ref="tar_pigz_enc",
             target=1.0,
             repeatable=True,
+            fresh=self.folder("backapp-gzip"),
         )
         self.backup_row(
             "ba_full_zstd",
@@ -237,6 +255,17 @@ class Scenarios:
             zs_size,
             ref="restic_full",
             target=0.8,
+            repeatable=True,
+            fresh=self.folder("backapp-zstd"),
+        )
+        # Every file read again, every block found stored: the manifest is what is new.
+        self.backup_row(
+            "ba_full_again",
+            "BackApp second full gzip-6+enc, unchanged data (local)",
+            lambda: ba.backup(gz_full),
+            gz_size,
+            ref="ba_full_gzip",
+            stored_target=0.01,
             repeatable=True,
         )
         self.backup_row(
@@ -290,6 +319,7 @@ class Scenarios:
             cfg = self.backapp.config(
                 f"bench-{algo}", self.live, dest, kind="incremental", algorithm=algo, level=level
             )
+            self.incremental_configs[algo] = (cfg, Path(dest["path"]))
             self.backup_row(
                 f"ba_incr_{algo}",
                 labels[f"ba_incr_{algo}"],
@@ -297,6 +327,82 @@ class Scenarios:
                 _folder_size(Path(dest["path"])),
                 ref="restic_incr",
                 target=target,
+                stored_target=1.5,
+            )
+
+    def week_rows(self) -> None:
+        """Mutate the live corpus for days 2..7 (day 1: the incremental rows), back up each
+        day with restic and BackApp (gzip, zstd), and record each tool's week as one row:
+        wall and CPU summed, peak RSS the largest, stored the growth of days 1..7 summed."""
+        tools = {
+            "restic": ("restic_week", "restic_incr", "restic, 7 days of changes (local)"),
+            "gzip": (
+                "ba_week_gzip",
+                "ba_incr_gzip",
+                "BackApp incremental gzip-6+enc, 7 days (local)",
+            ),
+            "zstd": (
+                "ba_week_zstd",
+                "ba_incr_zstd",
+                "BackApp incremental zstd-3+enc, 7 days (local)",
+            ),
+        }
+        days: dict[str, list[Measurement]] = {t: [] for t in tools}
+        problem = ""
+        for tool, (_, day1, _) in tools.items():
+            m = self.r.get(day1)
+            if m is None:
+                problem = problem or f"no day-1 row {day1}"
+            else:
+                days[tool].append(m)
+        runs: dict[str, tuple[Callable[[], Measurement], Sizer]] = {}
+        if self.restic_local is not None:
+            restic = self.restic_local
+            runs["restic"] = (lambda: restic.backup(self.live), _folder_size(Path(restic.repo)))
+        for algo, (cfg, folder) in self.incremental_configs.items():
+            runs[algo] = (lambda cfg=cfg: self.backapp.backup(cfg), _folder_size(folder))
+        mutations = self.r.facts.setdefault("week_mutations", {})
+        for day in range(2, WEEK_DAYS + 1):
+            if problem or runs.keys() != tools.keys():
+                problem = problem or "a tool has no day-1 repository"
+                break
+            try:
+                done = corpus.mutate(self.live, day=day)  # "...; N MiB written <details>"
+                mutations[day] = done.split(": ", 1)[-1].split(" written", 1)[0] + " written"
+                corpus.warm_cache(self.live)
+                for tool, (run, size) in runs.items():
+                    before = size()
+                    m = run()
+                    m.stored = size() - before
+                    days[tool].append(m)
+                    print(
+                        f"[{self.r.elapsed():6.0f}s]   day {day} {tool}: wall {m.wall:.2f} s, "
+                        f"stored {m.stored / 2**20:.1f} MiB",
+                        flush=True,
+                    )
+            except BenchError as exc:
+                problem = f"day {day}: {exc}"
+        self.r.facts["week_days"] = {
+            tool: [
+                {"wall": m.wall, "cpu": m.cpu, "rss_mib": m.rss_mib, "stored": m.stored or 0}
+                for m in ms
+            ]
+            for tool, ms in days.items()
+        }
+        for tool, (key, _, label) in tools.items():
+
+            def total(ms: list[Measurement] = days[tool]) -> Measurement:
+                if problem:
+                    raise BenchError(problem)
+                return _summed(ms)
+
+            is_backapp = tool != "restic"
+            self.r.measure(
+                key,
+                label,
+                total,
+                ref="restic_week" if is_backapp else None,
+                stored_target=1.3 if is_backapp else None,
             )
 
     def s3_rows(self) -> None:
@@ -375,6 +481,21 @@ class Scenarios:
     def cleanup(self) -> None:
         """Remove this run's copies, repositories and restores (the corpora stay)."""
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def _summed(ms: list[Measurement]) -> Measurement:
+    """Given one tool's daily backups, return them as one: times and stored bytes summed,
+    the largest peak RSS, outside load weighted by wall time."""
+    wall = sum(m.wall for m in ms)
+    return Measurement(
+        wall=wall,
+        cpu=sum(m.cpu for m in ms),
+        rss_kib=max(m.rss_kib for m in ms),
+        stored=sum(m.stored or 0 for m in ms),
+        other_load=sum(m.other_load * m.wall for m in ms) / wall if wall else 0.0,
+        helper_cpu=sum(m.helper_cpu for m in ms),
+        extra={"days": len(ms)},
+    )
 
 
 def _folder_size(path: Path) -> Sizer:
