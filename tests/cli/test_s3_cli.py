@@ -34,11 +34,12 @@ def test_backup_to_s3_and_restore_from_it(
     backup_id = json.loads(run.stdout)["backupId"]
     s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"])
-    assert keys == [
-        f"nightly/cli-test/{backup_id}/backup.json",
-        f"nightly/cli-test/{backup_id}/data.tar.gz.enc",
-        f"nightly/cli-test/{backup_id}/manifest.json.gz.enc",
-    ]
+    # Format 2: the marker in the backup's folder; the data and manifest as blocks in two
+    # packs (data, manifest) and their index, all in the config's folder.
+    assert [
+        k for k in keys if not k.startswith(("nightly/cli-test/packs/", "nightly/cli-test/index/"))
+    ] == [f"nightly/cli-test/{backup_id}/backup.json"]
+    assert sum("/packs/" in k for k in keys) == 2 and sum("/index/" in k for k in keys) == 1
     assert s3.list_multipart_uploads(Bucket=s3_bucket).get("Uploads") is None
     restored = cli("restore", "-c", str(cfg), "-t", str(tmp_path / "out"), env=env)
     assert restored.returncode == 0, restored.stderr

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +17,7 @@ from backapp.services import configs as config_service
 from backapp.services import retention, scheduling
 from backapp.services import runs as run_service
 from backapp.storage.local import LocalStorage
+from tests.helpers.hostile import redate_marker
 from tests.scheduler.conftest import add_config, config_doc, get_config, runs_of
 
 
@@ -152,9 +152,7 @@ def test_retention_after_a_backup_deletes_expired_backups_from_storage(
     # Age the two oldest backups by rewriting their commit markers.
     for backup_id, age in zip(ids[:2], (30, 10), strict=True):
         marker = tmp_path / "dest" / slugify(config.name) / backup_id / "backup.json"
-        info = json.loads(marker.read_text())
-        info["completedAt"] = (utcnow() - timedelta(days=age)).isoformat()
-        marker.write_text(json.dumps(info))
+        redate_marker(marker, completedAt=(utcnow() - timedelta(days=age)).isoformat())
     preview = retention.preview(ctx, document, slugify(config.name))
     assert [d.backup_id for d in preview.delete] == [ids[1], ids[0]]
     assert [k.backup_id for k in preview.keep] == [ids[2]]
@@ -180,9 +178,7 @@ def test_retention_waits_its_turn_while_a_backup_of_the_config_holds_the_lock(
     repo = Repository(storage, "", slugify(config.name))
     ids = [run_backup(document, storage, slug=slugify(config.name)).backup_id for _ in range(2)]
     marker = tmp_path / "dest" / slugify(config.name) / ids[0] / "backup.json"
-    info = json.loads(marker.read_text())
-    info["completedAt"] = (utcnow() - timedelta(days=30)).isoformat()
-    marker.write_text(json.dumps(info))
+    redate_marker(marker, completedAt=(utcnow() - timedelta(days=30)).isoformat())
     with RepoLock(repo, "backup", "20991231T000000.000Z-000000"):  # a backup is running
         result = retention.apply(ctx, ctx.db.session, config_id, document, slugify(config.name))
     assert "locked by another run" in result["retention"]["error"]
