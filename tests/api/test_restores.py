@@ -94,7 +94,7 @@ def test_unknown_backup_is_404_and_restore_needs_admin(
 def test_verify_passes_on_a_good_backup_and_fails_naming_the_damage(
     api: Api, worker: object, source: Path, dest: Path
 ) -> None:
-    config_id, backup = _backed_up(api, source, dest)
+    config_id, _ = _backed_up(api, source, dest)
     good = api.post("/api/backups/verify", json={"configId": config_id, "full": True})
     assert good.status_code == 202
     run = api.wait_for_run(good.json()["id"])

@@ -3,7 +3,7 @@
     id key     = HKDF-SHA256(K, salt="backapp/v2", info="backapp/v2/block-id\\0" + slug)
     data key   = HKDF-SHA256(K, salt="backapp/v2", info="backapp/v2/data\\0" + slug)
     marker key = HKDF-SHA256(K, salt="backapp/v2", info="backapp/v2/marker\\0" + slug)
-    key check  = the first 16 bytes of HKDF-SHA256(K, salt="backapp/v2", info="backapp/v2/key-check\\0")
+    key check  = 16 bytes of HKDF-SHA256(K, salt="backapp/v2", info="backapp/v2/key-check\\0")
 
 Every config folder has its own keys, so a block, pack or marker copied from one
 config's folder into another's does not open there, even under the same
