@@ -11,16 +11,15 @@ import pytest
 
 from backapp.domain.config import slugify
 from backapp.engine.backup import run_backup
+from backapp.engine.blockreader import BlockArchiveReader
 from backapp.engine.crypto import MasterKey
 from backapp.engine.layout import Repository
 from backapp.engine.manifest import Entry
 from backapp.engine.parent import open_manifest
-from backapp.engine.blockreader import BlockArchiveReader
 from backapp.engine.reader import ArchiveReader
 from backapp.engine.snapshot import Snapshot
 from backapp.storage.local import LocalStorage
 from tests.engine.conftest import make_config
-
 
 Reader = ArchiveReader | BlockArchiveReader
 

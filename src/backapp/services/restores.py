@@ -13,8 +13,8 @@ from pathlib import Path
 from backapp.db import Config, Run, Session, utcnow
 from backapp.domain.config import BackupConfig
 from backapp.domain.restore import ExistingPolicy, RestoreRequest, VerifyRequest
-from backapp.engine.manifest import Entry
 from backapp.engine.blockreader import BlockArchiveReader
+from backapp.engine.manifest import Entry
 from backapp.engine.reader import ArchiveReader
 from backapp.engine.snapshot import Snapshot
 from backapp.errors import IntegrityError, NotFoundError
