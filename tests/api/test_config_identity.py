@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from backapp.engine.layout import is_backup_id
+from backapp.engine.format.layout import is_backup_id
 from tests.api.conftest import Api, config_doc, local_destination
 from tests.helpers.cli import run_backapp
 from tests.helpers.hostile import redate_marker

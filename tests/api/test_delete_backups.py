@@ -17,8 +17,8 @@ from fastapi.testclient import TestClient
 from backapp.app import create_app
 from backapp.domain.config import parse_config
 from backapp.engine.backup import run_backup
-from backapp.engine.crypto import MasterKey
-from backapp.engine.layout import Repository
+from backapp.engine.format.crypto import MasterKey
+from backapp.engine.format.layout import Repository
 from backapp.engine.lock import RepoLock
 from backapp.engine.verify import run_verify
 from backapp.services import retention

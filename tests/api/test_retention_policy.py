@@ -10,7 +10,7 @@ from typing import Any
 
 from backapp.domain.config import parse_config
 from backapp.engine.backup import run_backup
-from backapp.engine.layout import is_backup_id
+from backapp.engine.format.layout import is_backup_id
 from backapp.storage.local import LocalStorage
 from tests.api.conftest import Api, config_doc, local_destination
 from tests.helpers.cli import run_backapp

@@ -13,7 +13,7 @@ import pytest
 
 from backapp.domain.config import parse_config
 from backapp.engine.backup import run_backup
-from backapp.engine.crypto import MasterKey
+from backapp.engine.format.crypto import MasterKey
 from backapp.storage.local import LocalStorage
 from tests.cli.conftest import CliRunner, write_config
 from tests.helpers.trees import restored_root, snapshot, without_specials

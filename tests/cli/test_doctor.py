@@ -19,7 +19,7 @@ import pytest
 from mypy_boto3_s3 import S3Client
 
 from backapp.domain.config import parse_config
-from backapp.engine.crypto import MasterKey
+from backapp.engine.format.crypto import MasterKey
 from backapp.services import configs as config_service
 from backapp.services import doctor
 from backapp.services.configs import StoredConfig

@@ -16,7 +16,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from backapp.engine.layout import Repository
+from backapp.engine.format.layout import Repository
 from backapp.engine.lock import RepoLock
 from backapp.errors import RepositoryLockedError
 from backapp.storage.local import LocalStorage

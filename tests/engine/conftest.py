@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from backapp.domain.config import BackupConfig, parse_config
-from backapp.engine.crypto import MasterKey
+from backapp.engine.format.crypto import MasterKey
 from backapp.storage.local import LocalStorage
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from backapp.domain.config import slugify
 from backapp.engine.backup import BackupResult, run_backup
-from backapp.engine.layout import Repository
+from backapp.engine.format.layout import Repository
 from backapp.engine.restore import run_restore
 from backapp.storage.local import LocalStorage
 from tests.engine.conftest import make_config

@@ -13,7 +13,7 @@ import pytest
 
 from backapp.domain.config import slugify
 from backapp.engine.backup import run_backup
-from backapp.engine.layout import Repository
+from backapp.engine.format.layout import Repository
 from backapp.engine.restore import run_restore
 from backapp.engine.verify import run_verify
 from backapp.storage.local import LocalStorage

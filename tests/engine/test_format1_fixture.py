@@ -15,8 +15,8 @@ import pytest
 
 from backapp.domain.config import parse_config
 from backapp.engine.backup import run_backup
-from backapp.engine.crypto import MasterKey
-from backapp.engine.layout import Repository
+from backapp.engine.format.crypto import MasterKey
+from backapp.engine.format.layout import Repository
 from backapp.engine.restore import run_restore
 from backapp.engine.verify import run_verify
 from backapp.errors import WrongKeyError

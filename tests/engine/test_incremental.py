@@ -10,9 +10,9 @@ import pytest
 
 from backapp.domain.config import slugify
 from backapp.engine.backup import run_backup
-from backapp.engine.crypto import HEADER_SIZE, TAG_SIZE, MasterKey
-from backapp.engine.layout import Repository
-from backapp.engine.parent import open_manifest
+from backapp.engine.backup.parent import open_manifest
+from backapp.engine.format.crypto import HEADER_SIZE, TAG_SIZE, MasterKey
+from backapp.engine.format.layout import Repository
 from backapp.engine.restore import run_restore
 from backapp.engine.verify import run_verify
 from backapp.storage.local import LocalStorage
@@ -210,7 +210,7 @@ def test_verify_names_a_missing_or_damaged_object_in_the_chain(
 def test_restores_stream_the_manifest_when_there_are_too_many_files_to_keep(
     tmp_path: Path, master_key: MasterKey, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from backapp.engine.restore_plan import RestorePlan
+    from backapp.engine.restore.plan import RestorePlan
 
     monkeypatch.setattr(RestorePlan, "KEEP_FILES", 3)  # as if it were millions of files
     src = tmp_path / "src"

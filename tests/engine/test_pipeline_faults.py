@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 
 from backapp.domain.config import slugify
-from backapp.engine import blockbackup as blockbackup_module
 from backapp.engine import blockstore as blockstore_module
+from backapp.engine.backup import blockbackup as blockbackup_module
 from backapp.engine.backup import run_backup
 from backapp.engine.compress import Codec
-from backapp.engine.crypto import MasterKey
+from backapp.engine.format.crypto import MasterKey
+from backapp.engine.format.layout import Repository
 from backapp.engine.format.packs import PackWriter
-from backapp.engine.layout import Repository
 from backapp.engine.restore import run_restore
 from backapp.errors import BackappError, IntegrityError, StorageConnectionError, StorageError
 from backapp.storage import ObjectInfo

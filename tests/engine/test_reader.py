@@ -11,13 +11,13 @@ import pytest
 
 from backapp.domain.config import slugify
 from backapp.engine.backup import run_backup
-from backapp.engine.blockreader import BlockArchiveReader
-from backapp.engine.crypto import MasterKey
-from backapp.engine.layout import Repository
-from backapp.engine.manifest import Entry
-from backapp.engine.parent import open_manifest
-from backapp.engine.reader import ArchiveReader
-from backapp.engine.snapshot import Snapshot
+from backapp.engine.backup.parent import open_manifest
+from backapp.engine.format.crypto import MasterKey
+from backapp.engine.format.layout import Repository
+from backapp.engine.format.manifest import Entry
+from backapp.engine.restore.blockreader import BlockArchiveReader
+from backapp.engine.restore.reader import ArchiveReader
+from backapp.engine.restore.snapshot import Snapshot
 from backapp.storage.local import LocalStorage
 from tests.engine.conftest import make_config
 

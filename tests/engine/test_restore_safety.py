@@ -10,8 +10,8 @@ import pytest
 
 from backapp.domain.config import slugify
 from backapp.engine.backup import BackupResult, run_backup
-from backapp.engine.crypto import MasterKey
-from backapp.engine.layout import Repository
+from backapp.engine.format.crypto import MasterKey
+from backapp.engine.format.layout import Repository
 from backapp.engine.restore import run_restore
 from backapp.errors import RestoreError, TargetNotEmptyError
 from backapp.storage.local import LocalStorage

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from backapp.domain.config import slugify
 from backapp.engine.backup import run_backup
-from backapp.engine.crypto import MasterKey
-from backapp.engine.layout import Repository
+from backapp.engine.format.crypto import MasterKey
+from backapp.engine.format.layout import Repository
 from backapp.engine.restore import run_restore
 from backapp.storage.local import LocalStorage
 from tests.engine.conftest import make_config

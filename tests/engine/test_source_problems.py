@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from backapp.domain.config import slugify
-from backapp.engine import tarstream
 from backapp.engine.backup import run_backup
-from backapp.engine.layout import Repository
+from backapp.engine.format import tarstream
+from backapp.engine.format.layout import Repository
 from backapp.engine.progress import CancelToken
 from backapp.engine.restore import run_restore
 from backapp.errors import CancelledError, EncryptionKeyError, SourceError

@@ -9,11 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from backapp.engine.backup.parent import spool_manifest
 from backapp.engine.blockstore import BlockWriter, load_index
 from backapp.engine.compress import Codec
+from backapp.engine.format.layout import Repository
 from backapp.engine.format.marker import marker_bytes
-from backapp.engine.layout import Repository
-from backapp.engine.parent import spool_manifest
 
 Doc = dict[str, Any]
 

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from backapp.app import create_app
-from backapp.engine.layout import Repository
+from backapp.engine.format.layout import Repository
 from backapp.engine.restore import run_restore
 from backapp.services import alerts as alert_service
 from backapp.services import configs as config_service

@@ -11,7 +11,7 @@ from backapp.db.repositories import runs as run_repo
 from backapp.domain.config import RetentionPolicy, slugify
 from backapp.domain.retention import StoredBackup, plan_retention
 from backapp.engine.backup import run_backup
-from backapp.engine.layout import Repository
+from backapp.engine.format.layout import Repository
 from backapp.services import alerts as alert_service
 from backapp.services import configs as config_service
 from backapp.services import retention, scheduling

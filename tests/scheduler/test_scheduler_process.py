@@ -8,7 +8,7 @@ from pathlib import Path
 
 import boto3
 
-from backapp.engine.layout import Repository
+from backapp.engine.format.layout import Repository
 from backapp.services import alerts as alert_service
 from backapp.storage.local import LocalStorage
 from backapp.storage.s3 import S3Storage

@@ -18,8 +18,8 @@ from mypy_boto3_s3 import S3Client
 
 from backapp.domain.config import S3Destination, slugify
 from backapp.engine.backup import run_backup
-from backapp.engine.crypto import MasterKey
-from backapp.engine.layout import Repository
+from backapp.engine.format.crypto import MasterKey
+from backapp.engine.format.layout import Repository
 from backapp.engine.progress import CancelToken
 from backapp.engine.prune import run_prune
 from backapp.engine.restore import run_restore

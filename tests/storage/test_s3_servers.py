@@ -17,7 +17,7 @@ from mypy_boto3_s3 import S3Client
 from pydantic import ValidationError
 
 from backapp.domain.config import S3Destination, validation_problems
-from backapp.engine.layout import Repository
+from backapp.engine.format.layout import Repository
 from backapp.errors import StorageConnectionError
 from backapp.storage import Storage, open_storage
 from backapp.storage.s3 import S3Storage

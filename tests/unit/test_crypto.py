@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backapp.engine.crypto import (
+from backapp.engine.format.crypto import (
     HEADER_SIZE,
     TAG_SIZE,
     MasterKey,

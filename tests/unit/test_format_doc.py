@@ -16,7 +16,7 @@ import pytest
 
 from backapp.domain.config import slugify
 from backapp.engine.backup import run_backup
-from backapp.engine.crypto import MasterKey, encrypt_stream
+from backapp.engine.format.crypto import MasterKey, encrypt_stream
 from backapp.storage.local import LocalStorage
 from tests.engine.conftest import make_config
 from tests.helpers.trees import restored_root, snapshot

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from backapp.domain.config import Source
 from backapp.domain.gitignore import GitIgnore
-from backapp.engine.scan import SkipLog, scan
+from backapp.engine.backup.scan import SkipLog, scan
 
 NAMES = ["a", "b", "ab", "ba", "x.py", "y.txt", ".hidden", "a b", "c[1]", "d-1"]
 PIECES = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from backapp.engine.manifest import Entry, ManifestWriter
+from backapp.engine.format.manifest import Entry, ManifestWriter
 from backapp.errors import ArchiveError
 
 BACKUP = "20261201T000000.000Z-abcdef"

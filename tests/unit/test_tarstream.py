@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backapp.engine.tarstream import BLOCK, TarSink, tar_header
+from backapp.engine.format.tarstream import BLOCK, TarSink, tar_header
 
 _chars = st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",))
 _part = st.text(_chars, min_size=1, max_size=40).filter(lambda p: p not in (".", ".."))

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from backapp.app import create_app
 from backapp.domain.config import parse_config
 from backapp.engine.backup import run_backup
-from backapp.engine.crypto import MasterKey
+from backapp.engine.format.crypto import MasterKey
 from backapp.services import users
 from backapp.services.context import AppContext
 from backapp.storage.local import LocalStorage

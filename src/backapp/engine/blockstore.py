@@ -29,8 +29,8 @@ from backapp.engine.compress import BlockPipeline, Codec, codec_named
 from backapp.engine.format.blockindex import BlockIndex, index_key, write_index
 from backapp.engine.format.envelope import open_block, seal_block
 from backapp.engine.format.keys import FolderKeys
+from backapp.engine.format.layout import Repository
 from backapp.engine.format.packs import BlockLocation, PackWriter, pack_key
-from backapp.engine.layout import Repository
 from backapp.engine.streams import prefetch
 from backapp.errors import ArchiveError, IntegrityError, ObjectNotFoundError, StorageError
 from backapp.storage import TransferCallback

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from backapp.engine.layout import Repository
+from backapp.engine.format.layout import Repository
 from backapp.errors import RepositoryLockedError, StorageError
 from backapp.storage import ObjectInfo, join_key
 

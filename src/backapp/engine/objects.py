@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from backapp.engine.crypto import MasterKey, decrypt_stream, encrypt_stream
+from backapp.engine.format.crypto import MasterKey, decrypt_stream, encrypt_stream
 from backapp.errors import EncryptionKeyError
 from backapp.storage import ObjectInfo, Storage, TransferCallback
 

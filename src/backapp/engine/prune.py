@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from backapp.engine.blockstore import BlockFetcher, spool_blocks
-from backapp.engine.crypto import MasterKey
 from backapp.engine.format.blockindex import (
     BlockIndex,
     index_key,
@@ -36,12 +35,13 @@ from backapp.engine.format.blockindex import (
     read_index,
     write_index,
 )
+from backapp.engine.format.crypto import MasterKey
 from backapp.engine.format.envelope import ENCRYPTED
 from backapp.engine.format.keys import FolderKeys
+from backapp.engine.format.layout import Repository
+from backapp.engine.format.manifest import ManifestReader
 from backapp.engine.format.packs import PACKS, BlockLocation, PackWriter, is_pack_name, pack_key
-from backapp.engine.layout import Repository
 from backapp.engine.lock import RepoLock
-from backapp.engine.manifest import ManifestReader
 from backapp.engine.progress import CancelToken
 from backapp.errors import EncryptionKeyError, IntegrityError, PruneRefusedError
 from backapp.storage import join_key

@@ -16,17 +16,17 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from backapp.engine.blockreader import BlockArchiveReader
 from backapp.engine.blockstore import load_index
-from backapp.engine.crypto import MasterKey
 from backapp.engine.format.blockindex import index_key
+from backapp.engine.format.crypto import MasterKey
+from backapp.engine.format.layout import Repository
+from backapp.engine.format.manifest import Entry
 from backapp.engine.format.packs import PACKS, BlockLocation, pack_key, read_table
-from backapp.engine.layout import Repository
-from backapp.engine.manifest import Entry
 from backapp.engine.progress import CancelToken, Progress, ProgressCallback, Throttle
-from backapp.engine.reader import ArchiveReader
-from backapp.engine.restore_plan import RestorePlan
-from backapp.engine.snapshot import Snapshot
+from backapp.engine.restore.blockreader import BlockArchiveReader
+from backapp.engine.restore.plan import RestorePlan
+from backapp.engine.restore.reader import ArchiveReader
+from backapp.engine.restore.snapshot import Snapshot
 from backapp.errors import (
     BackappError,
     EncryptionKeyError,

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backapp.engine.compress import Codec
-from backapp.engine.crypto import MasterKey
+from backapp.engine.format.crypto import MasterKey
 from backapp.engine.format.envelope import open_block, open_sealed, seal, seal_block
 from backapp.engine.format.keys import FolderKeys
 from backapp.errors import ArchiveError, TamperedError

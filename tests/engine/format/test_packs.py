@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from backapp.engine.compress import Codec
-from backapp.engine.crypto import MasterKey
 from backapp.engine.format.blockindex import BlockIndex, index_key, read_index, write_index
+from backapp.engine.format.crypto import MasterKey
 from backapp.engine.format.envelope import open_block, seal_block
 from backapp.engine.format.keys import FolderKeys
 from backapp.engine.format.packs import BlockLocation, PackWriter, pack_key, read_table

@@ -15,7 +15,7 @@ import pytest
 
 from backapp.domain.config import parse_config, slugify
 from backapp.engine.backup import run_backup
-from backapp.engine.crypto import MasterKey
+from backapp.engine.format.crypto import MasterKey
 from backapp.storage.local import LocalStorage
 from tests.engine.format2.world import CONFIG_NAME, make_tree
 from tests.helpers.cli import run_backapp

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from backapp.engine.crypto import MasterKey
 from backapp.engine.format.blockindex import index_names, read_index
+from backapp.engine.format.crypto import MasterKey
 from backapp.engine.prune import run_prune
 from backapp.services.retention import forget_backup
 from tests.engine.format2.world import World, randbytes

@@ -10,7 +10,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backapp.engine.crypto import MasterKey
+from backapp.engine.format.crypto import MasterKey
 from backapp.engine.prune import run_prune
 from tests.engine.format2.world import World, randbytes
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from backapp.engine.backup import BackupResult
-from backapp.engine.crypto import MasterKey
 from backapp.engine.format.blockindex import index_key, index_names
+from backapp.engine.format.crypto import MasterKey
+from backapp.engine.format.layout import Repository
 from backapp.engine.format.packs import PackWriter, pack_key
-from backapp.engine.layout import Repository
 from backapp.engine.prune import run_prune
 from backapp.errors import PruneRefusedError
 from backapp.storage.wrappers import ThrottledStorage, TokenBucket

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from backapp.engine.crypto import MasterKey
 from backapp.engine.format.blockindex import index_names
+from backapp.engine.format.crypto import MasterKey
 from backapp.engine.restore import run_restore
 from backapp.engine.verify import run_verify
 from backapp.errors import UnsupportedFormatError

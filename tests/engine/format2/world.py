@@ -11,8 +11,8 @@ from typing import Any
 
 from backapp.domain.config import BackupConfig
 from backapp.engine.backup import BackupResult, run_backup
-from backapp.engine.crypto import MasterKey
-from backapp.engine.layout import Repository
+from backapp.engine.format.crypto import MasterKey
+from backapp.engine.format.layout import Repository
 from backapp.engine.restore import run_restore
 from backapp.engine.verify import run_verify
 from backapp.errors import IntegrityError

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from backapp.engine.crypto import MasterKey
+from backapp.engine.format.crypto import MasterKey
 
 _SALT = b"backapp/v2"
 ID_SIZE = 32  # bytes of a block id (64 hex digits)

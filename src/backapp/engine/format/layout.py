@@ -23,7 +23,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
-from backapp.engine.crypto import MasterKey
+from backapp.engine.format.crypto import MasterKey
 from backapp.engine.format.keys import FolderKeys
 from backapp.engine.format.marker import marker_bytes, open_marker, public_part
 from backapp.errors import (

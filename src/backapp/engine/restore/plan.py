@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import replace
 
 from backapp.domain.gitignore import GitIgnore
-from backapp.engine.manifest import Entry
+from backapp.engine.format.manifest import Entry
 
 
 class Selection:

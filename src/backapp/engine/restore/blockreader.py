@@ -8,9 +8,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from backapp.engine.blockstore import BlockFetcher, BlockRef, Damage
-from backapp.engine.layout import BackupInfo
-from backapp.engine.manifest import Entry
-from backapp.engine.reader import Piece
+from backapp.engine.format.layout import BackupInfo
+from backapp.engine.format.manifest import Entry
+from backapp.engine.restore.reader import Piece
 
 
 class BlockArchiveReader:

@@ -15,13 +15,13 @@ import os
 import stat
 from typing import Any
 
-from backapp.engine.archiver import EntryArchiver, _header, _meta_entry, _unchanged
+from backapp.engine.backup.archiver import EntryArchiver, _header, _meta_entry, _unchanged
+from backapp.engine.backup.scan import ScanEntry, os_reason
 from backapp.engine.blockstore import BlockRef, BlockWriter
 from backapp.engine.format.chunker import MIN_SIZE, FileReader, new_chunker
+from backapp.engine.format.manifest import Entry
+from backapp.engine.format.tarstream import _EOF_MARKER, BLOCK
 from backapp.engine.fsmeta import data_extents, holes_of
-from backapp.engine.manifest import Entry
-from backapp.engine.scan import ScanEntry, os_reason
-from backapp.engine.tarstream import _EOF_MARKER, BLOCK
 
 
 class BlockSink:

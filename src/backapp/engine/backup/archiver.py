@@ -9,13 +9,13 @@ import os
 import stat
 from typing import Any
 
+from backapp.engine.backup.parent import ParentCursor
+from backapp.engine.backup.scan import ScanEntry, SkipLog, os_reason
+from backapp.engine.format.layout import BackupStats
+from backapp.engine.format.manifest import Entry
+from backapp.engine.format.tarstream import TarSink, tar_header
 from backapp.engine.fsmeta import data_extents, holes_of, read_xattrs
-from backapp.engine.layout import BackupStats
-from backapp.engine.manifest import Entry
-from backapp.engine.parent import ParentCursor
 from backapp.engine.progress import Progress, Throttle
-from backapp.engine.scan import ScanEntry, SkipLog, os_reason
-from backapp.engine.tarstream import TarSink, tar_header
 from backapp.errors import XattrReadError, XattrUnsupportedError
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from backapp.engine.layout import is_backup_id
+from backapp.engine.format.layout import is_backup_id
 from backapp.errors import ArchiveError, UnsupportedFormatError
 
 MANIFEST_VERSION = 2

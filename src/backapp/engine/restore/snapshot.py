@@ -18,14 +18,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import IO
 
-from backapp.engine.blockreader import BlockArchiveReader
+from backapp.engine.backup.parent import spool_manifest
 from backapp.engine.blockstore import BlockFetcher, load_index, spool_blocks
-from backapp.engine.crypto import HEADER_SIZE, MasterKey, key_matches
 from backapp.engine.format.blockindex import BlockIndex
-from backapp.engine.layout import BackupInfo, Repository
-from backapp.engine.manifest import Entry, EntryRules, ManifestReader, Trailer
-from backapp.engine.parent import spool_manifest
-from backapp.engine.reader import ArchiveReader
+from backapp.engine.format.crypto import HEADER_SIZE, MasterKey, key_matches
+from backapp.engine.format.layout import BackupInfo, Repository
+from backapp.engine.format.manifest import Entry, EntryRules, ManifestReader, Trailer
+from backapp.engine.restore.blockreader import BlockArchiveReader
+from backapp.engine.restore.reader import ArchiveReader
 from backapp.errors import (
     EncryptionKeyError,
     IntegrityError,

@@ -20,12 +20,14 @@ from typing import Any
 
 from backapp import __version__
 from backapp.domain.config import BackupConfig
-from backapp.engine.archiver import EntryArchiver
-from backapp.engine.blockbackup import BlockBackupJob
+from backapp.engine.backup.archiver import EntryArchiver
+from backapp.engine.backup.blockbackup import BlockBackupJob
+from backapp.engine.backup.parent import ParentCursor, choose_parent
+from backapp.engine.backup.scan import SkipLog, check_sources, scan
 from backapp.engine.blockstore import BlockWriter
 from backapp.engine.compress import DEFAULT_BLOCK_SIZE, BlockPipeline, Codec, codec_for
-from backapp.engine.crypto import DEFAULT_SEGMENT_SIZE, Encryptor, MasterKey, encrypted_size
-from backapp.engine.layout import (
+from backapp.engine.format.crypto import DEFAULT_SEGMENT_SIZE, Encryptor, MasterKey, encrypted_size
+from backapp.engine.format.layout import (
     FORMAT_VERSION,
     BackupInfo,
     CompressionInfo,
@@ -33,14 +35,12 @@ from backapp.engine.layout import (
     StoredObject,
     new_backup_id,
 )
+from backapp.engine.format.manifest import ManifestWriter, Trailer
+from backapp.engine.format.tarstream import TarSink
 from backapp.engine.lock import RepoLock
-from backapp.engine.manifest import ManifestWriter, Trailer
 from backapp.engine.objects import write_object
-from backapp.engine.parent import ParentCursor, choose_parent
 from backapp.engine.progress import CancelToken, Progress, ProgressCallback, Throttle
-from backapp.engine.scan import SkipLog, check_sources, scan
 from backapp.engine.streams import file_chunks
-from backapp.engine.tarstream import TarSink
 from backapp.errors import ArchiveError, EncryptionKeyError, IntegrityError, StorageError
 from backapp.storage import ObjectWriter, Storage
 

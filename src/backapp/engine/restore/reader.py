@@ -15,9 +15,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from backapp.engine.compress import Codec
-from backapp.engine.crypto import HEADER_SIZE, TAG_SIZE, MasterKey, SegmentReader
-from backapp.engine.layout import BackupInfo, Repository
-from backapp.engine.manifest import Entry, Trailer
+from backapp.engine.format.crypto import HEADER_SIZE, TAG_SIZE, MasterKey, SegmentReader
+from backapp.engine.format.layout import BackupInfo, Repository
+from backapp.engine.format.manifest import Entry, Trailer
 from backapp.engine.streams import prefetch
 from backapp.errors import EncryptionKeyError, IntegrityError, ObjectNotFoundError, WrongKeyError
 

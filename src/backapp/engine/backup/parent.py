@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import IO
 
 from backapp.engine.blockstore import BlockFetcher, load_index, spool_blocks
-from backapp.engine.crypto import MasterKey
 from backapp.engine.format.blockindex import BlockIndex
-from backapp.engine.layout import BackupInfo, Repository
-from backapp.engine.manifest import Entry, ManifestReader, order_key
+from backapp.engine.format.crypto import MasterKey
+from backapp.engine.format.layout import BackupInfo, Repository
+from backapp.engine.format.manifest import Entry, ManifestReader, order_key
 from backapp.engine.objects import read_object
 from backapp.engine.streams import as_file
 from backapp.errors import ArchiveError, BackupNotFoundError, IntegrityError, ObjectNotFoundError

@@ -16,14 +16,14 @@ from typing import IO
 
 from backapp import __version__
 from backapp.domain.config import BackupConfig
-from backapp.engine.blockarchiver import BlockArchiver, BlockSink
+from backapp.engine.backup.blockarchiver import BlockArchiver, BlockSink
+from backapp.engine.backup.parent import ParentCursor
+from backapp.engine.backup.scan import SkipLog, scan
 from backapp.engine.blockstore import BlockRef, BlockWriter
 from backapp.engine.compress import Codec
-from backapp.engine.layout import BackupInfo, BackupStats, CompressionInfo, Repository
-from backapp.engine.manifest import ManifestWriter, Trailer
-from backapp.engine.parent import ParentCursor
+from backapp.engine.format.layout import BackupInfo, BackupStats, CompressionInfo, Repository
+from backapp.engine.format.manifest import ManifestWriter, Trailer
 from backapp.engine.progress import CancelToken, Progress, Throttle
-from backapp.engine.scan import SkipLog, scan
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Restore is driven by the manifest, read once through a Snapshot (every entry
 checked; what fails is refused with a message and the rest restored), so the
 archive's own headers are never trusted to name a path. Everything is written
 through descriptors of the target opened without following links
-(engine/target.py): nothing is ever written outside the target or through a
+(engine/restore/target.py): nothing is ever written outside the target or through a
 symlink, whether the backup made it or it was already there. Files are written
 unnamed, checked against their SHA-256 and given their metadata, and only then
 linked under their name; symlinks and hard links come after the files, folder
@@ -25,15 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from backapp.domain.restore import DEFAULT_EXISTING, ExistingPolicy
-from backapp.engine.crypto import MasterKey
 from backapp.engine.format.blockindex import index_key
+from backapp.engine.format.crypto import MasterKey
+from backapp.engine.format.layout import Repository
+from backapp.engine.format.manifest import Entry
 from backapp.engine.fsmeta import SparseWriter, apply_xattrs
-from backapp.engine.layout import Repository
-from backapp.engine.manifest import Entry
 from backapp.engine.progress import CancelToken, Progress, ProgressCallback, Throttle
-from backapp.engine.restore_plan import RestorePlan, Selection
-from backapp.engine.snapshot import Snapshot
-from backapp.engine.target import NewFile, TargetDir
+from backapp.engine.restore.plan import RestorePlan, Selection
+from backapp.engine.restore.snapshot import Snapshot
+from backapp.engine.restore.target import NewFile, TargetDir
 from backapp.errors import BackappError, RestoreError, TargetNotEmptyError
 
 logger = logging.getLogger(__name__)
