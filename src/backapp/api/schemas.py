@@ -25,7 +25,7 @@ from pydantic.alias_generators import to_camel
 from backapp.db import Alert, Config
 from backapp.domain.config import Destination, Options, RetentionPolicy, ScheduleSpec, Source
 from backapp.domain.runs import RunKind, RunStatus
-from backapp.engine.layout import BackupInfo, ListedBackup
+from backapp.engine.format.layout import BackupInfo, ListedBackup
 from backapp.engine.prune import PruneResult
 from backapp.services import configs as config_service
 from backapp.services.destinations import DestinationCheck, sealed_backup

@@ -13,8 +13,8 @@ import typer
 from backapp.cli.output import err_console
 from backapp.cli.signals import EXIT_INTERRUPTED
 from backapp.domain.config import BackupConfig, load_config_file
-from backapp.engine.crypto import MasterKey
-from backapp.engine.layout import Repository, newest_per_folder
+from backapp.engine.format.crypto import MasterKey
+from backapp.engine.format.layout import Repository, newest_per_folder
 from backapp.engine.progress import CancelToken
 from backapp.errors import CancelledError, EncryptionKeyError, UsageError
 from backapp.settings import Settings

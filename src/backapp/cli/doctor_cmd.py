@@ -13,7 +13,7 @@ import typer
 from backapp.cli.chosen import ConfigFile, ConfigRef, JsonFlag
 from backapp.cli.output import EXIT_BAD_INPUT, EXIT_FAILED, out_console
 from backapp.domain.config import load_config_file, slugify
-from backapp.engine.layout import newest_per_folder
+from backapp.engine.format.layout import newest_per_folder
 from backapp.errors import BackappError, ConfigError, NotFoundError, StorageError
 from backapp.settings import Settings
 from backapp.storage.factory import open_storage

@@ -34,8 +34,8 @@ from backapp.cli.signals import interruptible
 from backapp.domain.patterns import exact_path_pattern
 from backapp.domain.restore import DEFAULT_EXISTING, ExistingPolicy, restore_problems
 from backapp.engine.backup import run_backup
-from backapp.engine.crypto import decrypt_stream
-from backapp.engine.layout import Repository, new_backup_id
+from backapp.engine.format.crypto import decrypt_stream
+from backapp.engine.format.layout import Repository, new_backup_id
 from backapp.engine.restore import run_restore
 from backapp.engine.streams import file_chunks
 from backapp.engine.verify import run_verify

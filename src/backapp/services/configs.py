@@ -12,7 +12,7 @@ from backapp.db import Config, Session, utcnow
 from backapp.db.repositories import configs as repo
 from backapp.domain.config import BackupConfig, ConfigFile, parse_config, slugify
 from backapp.domain.schedule import Schedule
-from backapp.engine.layout import BackupInfo
+from backapp.engine.format.layout import BackupInfo
 from backapp.errors import ConfigError, ConflictError, NotFoundError
 from backapp.services import notify_targets
 

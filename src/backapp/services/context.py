@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 from backapp.db import Database
 from backapp.domain.config import BackupConfig, LocalDestination, S3Destination
-from backapp.engine.crypto import MasterKey
-from backapp.engine.layout import Repository
+from backapp.engine.format.crypto import MasterKey
+from backapp.engine.format.layout import Repository
 from backapp.engine.progress import CancelToken
 from backapp.errors import EncryptionKeyError
 from backapp.services.logins import LoginGuard

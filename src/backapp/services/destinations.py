@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from backapp.domain.config import BackupConfig, LocalDestination, S3Destination
-from backapp.engine.layout import ListedBackup
+from backapp.engine.format.layout import ListedBackup
 from backapp.errors import StorageError
 from backapp.services.context import AppContext
 

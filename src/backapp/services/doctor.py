@@ -19,8 +19,8 @@ from pydantic import ValidationError
 from backapp.db import Database
 from backapp.db.schema import open_database, schema_state, sqlite_file
 from backapp.domain.config import BackupConfig, LocalDestination, S3Destination
-from backapp.engine.crypto import HEADER_SIZE, MasterKey, key_matches
-from backapp.engine.layout import BackupInfo, Repository, SealedBackupError
+from backapp.engine.format.crypto import HEADER_SIZE, MasterKey, key_matches
+from backapp.engine.format.layout import BackupInfo, Repository, SealedBackupError
 from backapp.errors import (
     BackappError,
     BackupNotFoundError,

@@ -23,7 +23,7 @@ from backapp.db.repositories.runs import RunOutcome
 from backapp.domain.config import BackupConfig
 from backapp.domain.restore import RestoreRequest, VerifyRequest
 from backapp.engine.backup import BackupResult, run_backup
-from backapp.engine.layout import new_backup_id
+from backapp.engine.format.layout import new_backup_id
 from backapp.engine.progress import CancelToken, Progress
 from backapp.engine.restore import run_restore
 from backapp.engine.verify import run_verify

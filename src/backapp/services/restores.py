@@ -13,10 +13,10 @@ from pathlib import Path
 from backapp.db import Config, Run, Session, utcnow
 from backapp.domain.config import BackupConfig
 from backapp.domain.restore import ExistingPolicy, RestoreRequest, VerifyRequest
-from backapp.engine.blockreader import BlockArchiveReader
-from backapp.engine.manifest import Entry
-from backapp.engine.reader import ArchiveReader
-from backapp.engine.snapshot import Snapshot
+from backapp.engine.format.manifest import Entry
+from backapp.engine.restore.blockreader import BlockArchiveReader
+from backapp.engine.restore.reader import ArchiveReader
+from backapp.engine.restore.snapshot import Snapshot
 from backapp.errors import IntegrityError, NotFoundError
 from backapp.services import runs as run_service
 from backapp.services.context import AppContext

@@ -12,7 +12,7 @@ from backapp.db import Session, utcnow
 from backapp.db.repositories import runs as run_repo
 from backapp.domain.config import BackupConfig, RetentionPolicy
 from backapp.domain.retention import RetentionPlan, StoredBackup, plan_retention
-from backapp.engine.layout import BackupInfo, ListedBackup, Repository, is_backup_id
+from backapp.engine.format.layout import BackupInfo, ListedBackup, Repository, is_backup_id
 from backapp.engine.lock import RepoLock
 from backapp.engine.prune import LOCK_WAIT, PruneResult, run_prune
 from backapp.errors import BackappError, BackupNotFoundError, BackupRequiredError, CancelledError
