@@ -114,12 +114,8 @@ class EntryArchiver:
 
         previous = self._lookup_parent(item.path)
         if previous is not None and _unchanged(previous, st) and self._usable(previous):
-            entry = _meta_entry(item.path, "file", st)
-            entry.size = previous.size
-            entry.sha256 = previous.sha256
+            entry = unchanged_entry(item.path, st, previous)
             entry.offset = previous.offset
-            entry.sparse = previous.sparse
-            entry.xattrs = previous.xattrs  # a change of attributes changes the ctime
             entry.backup = previous.backup or self.parent_id
             assert entry.backup is not None
             self.requires.add(entry.backup)
@@ -304,6 +300,17 @@ def _meta_entry(path: str, kind: str, st: os.stat_result, target: str | None = N
         inode=st.st_ino if kind == "file" else 0,
         ctime_ns=st.st_ctime_ns if kind == "file" else 0,
     )
+
+
+def unchanged_entry(path: str, st: os.stat_result, previous: Entry) -> Entry:
+    """Given an unchanged file's path, fresh lstat and the parent's entry, return its entry
+    (content as the parent stored it; its data location is the caller's to set)."""
+    entry = _meta_entry(path, "file", st)
+    entry.size = previous.size
+    entry.sha256 = previous.sha256
+    entry.sparse = previous.sparse
+    entry.xattrs = previous.xattrs  # a change of attributes changes the ctime
+    return entry
 
 
 def _header(entry: Entry, size: int = 0) -> bytes:

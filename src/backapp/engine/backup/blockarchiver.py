@@ -15,7 +15,13 @@ import os
 import stat
 from typing import Any
 
-from backapp.engine.backup.archiver import EntryArchiver, _header, _meta_entry, _unchanged
+from backapp.engine.backup.archiver import (
+    EntryArchiver,
+    _header,
+    _meta_entry,
+    _unchanged,
+    unchanged_entry,
+)
 from backapp.engine.backup.scan import ScanEntry, os_reason
 from backapp.engine.blockstore import BlockRef, BlockWriter
 from backapp.engine.format.chunker import MIN_SIZE, FileReader, new_chunker
@@ -119,11 +125,7 @@ class BlockArchiver(EntryArchiver):
             and previous.blocks is not None
             and sink.all_stored(previous.blocks)  # else (pruned, index lost): read again
         ):
-            entry = _meta_entry(item.path, "file", st)
-            entry.size = previous.size
-            entry.sha256 = previous.sha256
-            entry.sparse = previous.sparse
-            entry.xattrs = previous.xattrs  # a change of attributes changes the ctime
+            entry = unchanged_entry(item.path, st, previous)
             entry.blocks = list(previous.blocks)
             sink.write(_header(entry, size=entry.size))
             sink.reuse(entry.blocks)

@@ -207,13 +207,7 @@ def _run_blocks(
         parent, parent_note = choose_parent(
             repo, opts.type, opts.full_every, master, index=writer.index
         )
-        logger.info(
-            "backup %s of %r started (%s%s)",
-            backup_id,
-            config.name,
-            "incremental on " + parent.info.backup_id if parent else "full",
-            ", encrypted" if master else "",
-        )
+        _log_start(backup_id, config, parent, master)
         job = BlockBackupJob(
             config=config,
             repo=repo,
@@ -254,23 +248,47 @@ def _run_blocks(
     state.phase = "completed"
     state.counting = False
     report(state, force=True)
+    return _finished(info, skips, counters.transferred, started, parent, parent_note)
+
+
+def _log_start(
+    backup_id: str, config: BackupConfig, parent: ParentCursor | None, master: MasterKey | None
+) -> None:
+    logger.info(
+        "backup %s of %r started (%s%s)",
+        backup_id,
+        config.name,
+        "incremental on " + parent.info.backup_id if parent else "full",
+        ", encrypted" if master else "",
+    )
+
+
+def _finished(
+    info: BackupInfo,
+    skips: SkipLog,
+    transferred: int,
+    started: float,
+    parent: ParentCursor | None,
+    parent_note: str,
+) -> BackupResult:
+    """Given a committed backup, log it and return its result."""
     duration = time.monotonic() - started
     if parent is not None and parent.problem is not None:
         parent_note += f"; the parent's manifest is damaged part-way ({parent.problem}): "
         parent_note += "what follows the damage was read and stored anew"
     logger.info(
         "backup %s completed: %d files, %d bytes read, %d bytes stored, %.1fs",
-        backup_id,
+        info.backup_id,
         info.stats.files,
         info.stats.total_bytes,
         info.stats.stored_bytes,
         duration,
     )
     return BackupResult(
-        backup_id=backup_id,
+        backup_id=info.backup_id,
         info=info,
         skips=skips,
-        bytes_transferred=counters.transferred,
+        bytes_transferred=transferred,
         duration_seconds=duration,
         parent_note=parent_note,
     )
@@ -305,34 +323,9 @@ def _run_locked(
         progress=progress,
         parent=parent,
     )
-    logger.info(
-        "backup %s of %r started (%s%s)",
-        backup_id,
-        config.name,
-        "incremental on " + parent.info.backup_id if parent else "full",
-        ", encrypted" if master else "",
-    )
+    _log_start(backup_id, config, parent, master)
     info = job.run(started_wall)
-    duration = time.monotonic() - started
-    if parent is not None and parent.problem is not None:
-        parent_note += f"; the parent's manifest is damaged part-way ({parent.problem}): "
-        parent_note += "what follows the damage was stored in full"
-    logger.info(
-        "backup %s completed: %d files, %d bytes read, %d bytes stored, %.1fs",
-        backup_id,
-        info.stats.files,
-        info.stats.total_bytes,
-        info.stats.stored_bytes,
-        duration,
-    )
-    return BackupResult(
-        backup_id=backup_id,
-        info=info,
-        skips=job.skips,
-        bytes_transferred=job.counters.transferred,
-        duration_seconds=duration,
-        parent_note=parent_note,
-    )
+    return _finished(info, job.skips, job.counters.transferred, started, parent, parent_note)
 
 
 class _BackupJob:
