@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     tick_interval: float = Field(
         1.0, gt=0, le=60, validation_alias=AliasChoices("BACKAPP_TICK_INTERVAL")
     )
+    # How often a scheduler records its own heartbeat (the `workers` table); tests shorten it.
+    scheduler_heartbeat: float = Field(
+        5.0, gt=0, le=60, validation_alias=AliasChoices("BACKAPP_SCHEDULER_HEARTBEAT")
+    )
     notify_urls: str = Field(
         "",
         validation_alias=AliasChoices("BACKAPP_NOTIFY_URLS"),

@@ -16,6 +16,7 @@ from sqlalchemy import event
 from backapp.app import create_app
 from backapp.db import Run, utcnow
 from backapp.db.repositories import runs as run_repo
+from backapp.db.repositories import workers as worker_repo
 from backapp.scheduler.main import SchedulerService
 from backapp.services.context import AppContext
 from tests.api.conftest import Api, bearer, config_doc, local_destination
@@ -124,8 +125,27 @@ def test_metrics_show_the_queue_and_the_age_of_each_workers_heartbeat(
 
     assert value(samples, "backapp_queue_depth", kind="backup") == 1
     assert value(samples, "backapp_runs_running", kind="verify") == 1
-    age = value(samples, "backapp_scheduler_heartbeat_age_seconds", worker="host-a:123")
+    age = value(samples, "backapp_run_heartbeat_age_seconds", worker="host-a:123")
     assert 42 <= age < 42 + 30
+
+
+def test_metrics_show_every_schedulers_own_heartbeat_idle_or_busy(
+    api: Api, ctx: AppContext
+) -> None:
+    now = utcnow()
+    with ctx.db.session() as session:
+        for worker_id, host, seen in (("host-a:1", "host-a", 7), ("host-b:2", "host-b", 900)):
+            presence = worker_repo.Presence(
+                worker_id, host, int(worker_id[-1]), "1.0", now - timedelta(hours=1)
+            )
+            worker_repo.beat(session, presence, now - timedelta(seconds=seen))
+
+    samples = scrape(api)
+
+    name = "backapp_scheduler_heartbeat_age_seconds"
+    assert 7 <= value(samples, name, worker="host-a:1", host="host-a") < 7 + 30
+    assert 900 <= value(samples, name, worker="host-b:2", host="host-b") < 900 + 30
+    assert "backapp_run_heartbeat_age_seconds" not in samples  # nothing runs
 
 
 def test_metrics_need_the_metrics_token_or_a_user(

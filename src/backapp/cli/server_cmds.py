@@ -107,6 +107,8 @@ def _prepare(ctx: AppContext, *, first_admin: bool) -> None:
 
 
 def _serve(host: str, port: int, *, with_scheduler: bool) -> None:
+    import signal
+
     import uvicorn
 
     from backapp.app import create_app
@@ -125,6 +127,9 @@ def _serve(host: str, port: int, *, with_scheduler: bool) -> None:
             target=service.run, args=(stop,), name="backapp-scheduler", daemon=True
         )
         thread.start()
+        # uvicorn re-raises the SIGTERM it stopped on once it is done: handled here, the
+        # stop goes on below (the scheduler drains and removes its heartbeat row).
+        signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
     out_console.print(f"BackApp listening on http://{host}:{port}  (database {ctx.db.description})")
     try:
         uvicorn.run(
@@ -139,6 +144,8 @@ def _serve(host: str, port: int, *, with_scheduler: bool) -> None:
     finally:
         stop.set()
         if service is not None:
+            # Let the scheduler drain (grace, then cancel) and remove its heartbeat row.
+            thread.join(timeout=ctx.settings.shutdown_grace + 75)
             service.shutdown()
 
 

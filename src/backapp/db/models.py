@@ -222,3 +222,22 @@ class NotificationEvent(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     delivered: Mapped[list[str]] = mapped_column(JSON, default=list)  # target ids done
+
+
+class Worker(Base):
+    """A scheduler/worker process, as its own heartbeat records it (idle or busy).
+
+    Its id is the one it claims runs with (``host:pid``). Written at start and every few
+    seconds, removed on a clean shutdown; a row left by a process that died ages until it
+    is forgotten.
+    """
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    version: Mapped[str] = mapped_column(String(64))
+    labels: Mapped[list[str]] = mapped_column(JSON, default=list)  # issue 16: none yet
+    started_at: Mapped[datetime] = mapped_column()
+    seen_at: Mapped[datetime] = mapped_column()

@@ -7,13 +7,17 @@ next to the web server. Several may run against one PostgreSQL.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from backapp import __version__
 from backapp.db import DatabaseError, Run, utcnow
+from backapp.db.repositories import workers as worker_repo
 from backapp.domain.config import BackupConfig
 from backapp.engine.backup import BackupResult
 from backapp.notify import TransportError, check_url, mask_url, split_urls
@@ -29,6 +33,8 @@ NOTIFY_INTERVAL = 5.0  # the sender looks at least this often (a tick wakes it s
 OVERDUE_INTERVAL = 30.0  # how often the missed-backup alarm (options.maxAgeHours) looks
 TIDY_INTERVAL = 300.0  # how often the notification outbox is tidied
 ENV_NOTIFY_GRACE = 600.0  # BACKAPP_NOTIFY_URLS hear of events this long before the start
+FORGET_WORKERS_AFTER = timedelta(days=7)  # a scheduler's row, unseen this long, is removed
+FORGET_INTERVAL = 3600.0  # how often a scheduler removes the rows of long-gone ones
 
 
 class SchedulerService:
@@ -57,6 +63,16 @@ class SchedulerService:
         # were added. Events nobody was due are settled as they come, so none pile up.
         self.notify_since = clock() - timedelta(seconds=ENV_NOTIFY_GRACE)
         self._overdue_at = 0.0  # monotonic time of the next missed-backup check
+        self._present_at = 0.0  # monotonic time of the next heartbeat of this process
+        self._forget_at = 0.0  # monotonic time of the next removal of long-gone workers
+        self._presence_failing = False
+        self.presence = worker_repo.Presence(
+            worker_id=self.worker.worker_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=__version__,
+            started_at=clock(),
+        )
         for url in split_urls(ctx.settings.notify_urls):
             try:
                 check_url(url)
@@ -140,6 +156,7 @@ class SchedulerService:
             target=self._beat, args=(beating,), name="backapp-heartbeat", daemon=True
         )
         beater.start()
+        self.beat_presence(force=True)  # listed from the start, before the first tick
         sender = threading.Thread(
             target=self._send_notifications, args=(beating,), name="backapp-notify", daemon=True
         )
@@ -147,6 +164,7 @@ class SchedulerService:
         try:
             while not stop.is_set():
                 self.tick()
+                self.beat_presence()
                 stop.wait(self.ctx.settings.tick_interval)
             self._drain()
         finally:
@@ -154,6 +172,46 @@ class SchedulerService:
             self._notify_due.set()
             beater.join(timeout=5)
             sender.join(timeout=5)
+        self._leave()
+
+    def beat_presence(self, *, force: bool = False) -> None:
+        """Record this process's own heartbeat (idle or busy) when one is due, in a short
+        transaction of its own (every few seconds, not every tick: SQLite's write lock is
+        shared with the web process). Errors are logged, never raised."""
+        if not force and time.monotonic() < self._present_at:
+            return
+        self._present_at = time.monotonic() + self.ctx.settings.scheduler_heartbeat
+        try:
+            with self.ctx.db.session() as session:
+                worker_repo.beat(session, self.presence, self.clock())
+            if time.monotonic() >= self._forget_at:
+                self._forget_at = time.monotonic() + FORGET_INTERVAL
+                with self.ctx.db.session() as session:
+                    gone = worker_repo.forget_unseen(session, self.clock() - FORGET_WORKERS_AFTER)
+                if gone:
+                    logger.info("forgot %d scheduler(s) not seen for 7 days", gone)
+        except DatabaseError as exc:  # an outage: the next beat tries again
+            if not self._presence_failing:
+                logger.warning("scheduler heartbeat not recorded: %s", exc)
+            self._presence_failing = True
+            return
+        except Exception:  # a bug or a hiccup must not stop the scheduler
+            logger.exception("scheduler heartbeat failed; trying again later")
+            self._presence_failing = True
+            return
+        if self._presence_failing:
+            logger.info("scheduler heartbeat recorded again")
+        self._presence_failing = False
+
+    def _leave(self) -> None:
+        # A clean stop: this scheduler is no longer listed (a killed one ages instead).
+        try:
+            with self.ctx.db.session() as session:
+                worker_repo.remove(session, self.worker.worker_id)
+        except Exception as exc:  # the row ages and is forgotten later; the stop goes on
+            logger.warning(
+                "scheduler %s could not remove its heartbeat: %s", self.worker.worker_id, exc
+            )
 
     def _beat(self, done: threading.Event) -> None:
         while not done.wait(HEARTBEAT_INTERVAL):

@@ -43,7 +43,8 @@ class Snapshot:
     last_success: dict[str, datetime]
     last_backups: list[repo.LastBackup]
     active: dict[tuple[str, str], int]
-    heartbeats: dict[str, datetime]
+    heartbeats: dict[str, datetime]  # per worker: the newest heartbeat of its running runs
+    workers: list[repo.WorkerBeat]  # every scheduler's own heartbeat, idle or busy
     open_alerts: int
 
 
@@ -57,6 +58,7 @@ def read_snapshot(session: Session, now: datetime) -> Snapshot:
         last_backups=repo.last_backup_per_config(session),
         active=repo.active_counts(session),
         heartbeats=repo.newest_heartbeat_per_worker(session),
+        workers=repo.worker_heartbeats(session),
         open_alerts=alert_repo.count_open(session),
     )
 
@@ -231,12 +233,21 @@ def _process_families(s: Snapshot) -> Iterator[Metric]:
         running.add_metric([kind], s.active.get((kind, "running"), 0))
     heartbeat = GaugeMetricFamily(
         "backapp_scheduler_heartbeat_age_seconds",
-        "Seconds since a scheduler's worker last heart-beat its running runs, per worker "
+        "Seconds since a scheduler/worker process last recorded its own heartbeat, idle or "
+        "busy (every 5 s when alive; removed on a clean stop).",
+        labels=["worker", "host"],
+    )
+    for beat in s.workers:
+        age = max(0.0, (s.now - beat.seen_at).total_seconds())
+        heartbeat.add_metric([beat.worker_id, beat.host], age)
+    run_heartbeat = GaugeMetricFamily(
+        "backapp_run_heartbeat_age_seconds",
+        "Seconds since a worker last heart-beat the lease of its running runs, per worker "
         "(only while it runs some; every 2 s when alive).",
         labels=["worker"],
     )
     for worker, at in sorted(s.heartbeats.items()):
-        heartbeat.add_metric([worker], max(0.0, (s.now - at).total_seconds()))
+        run_heartbeat.add_metric([worker], max(0.0, (s.now - at).total_seconds()))
     alerts = GaugeMetricFamily("backapp_alerts_open", "Alerts not acknowledged yet.")
     alerts.add_metric([], s.open_alerts)
     info = GaugeMetricFamily("backapp_build_info", "BackApp's version.", labels=["version"])
@@ -244,5 +255,6 @@ def _process_families(s: Snapshot) -> Iterator[Metric]:
     yield queue
     yield running
     yield heartbeat
+    yield run_heartbeat
     yield alerts
     yield info

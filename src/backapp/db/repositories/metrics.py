@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from backapp.db.models import Config, Run
+from backapp.db.models import Config, Run, Worker
 from backapp.domain import runs as run_states
 
 # Upper bounds (seconds) of the run-duration histogram: a second to a day.
@@ -45,6 +45,15 @@ class RunGroup:
     bytes_transferred: int
     files: int
     files_skipped: int
+
+
+@dataclass(frozen=True)
+class WorkerBeat:
+    """A scheduler/worker process and when it last recorded its own heartbeat."""
+
+    worker_id: str
+    host: str
+    seen_at: datetime
 
 
 @dataclass(frozen=True)
@@ -175,3 +184,9 @@ def newest_heartbeat_per_worker(session: Session) -> dict[str, datetime]:
         .group_by(Run.worker_id)
     )
     return {worker: at for worker, at in session.execute(query) if worker and at is not None}
+
+
+def worker_heartbeats(session: Session) -> list[WorkerBeat]:
+    """Return every known scheduler/worker process and its latest heartbeat, by id."""
+    query = select(Worker.id, Worker.host, Worker.seen_at).order_by(Worker.id)
+    return [WorkerBeat(*row) for row in session.execute(query)]
