@@ -33,6 +33,7 @@ from backapp.errors import (
     StorageError,
     StoragePermissionError,
     TamperedError,
+    WrongKeyError,
 )
 from backapp.services import configs as config_service
 from backapp.services.configs import StoredConfig
@@ -293,6 +294,9 @@ def _check_newest(subject: str, repository: Repository, key: MasterKey | None) -
             f"backup {newest} is encrypted"
         )
         yield _problem(subject, message, T_KEY_MISSING)
+        return
+    except WrongKeyError:
+        yield _problem(subject, _wrong_key(newest), T_WRONG_KEY)  # its marker's key check
         return
     except (IntegrityError, BackupNotFoundError) as exc:
         # A wrong key fails every backup's marker; damage fails one: look at two more.
