@@ -154,6 +154,14 @@ def _print_retention(outcome: dict[str, Any] | None) -> None:
         out_console.print(f"    {item['backupId']}: {item['reason']}", soft_wrap=True)
     for problem in outcome.get("errors", []):
         out_console.print(f"    [yellow]not deleted:[/] {problem}", soft_wrap=True)
+    pruned = outcome.get("prune")
+    if pruned is not None and "error" in pruned:
+        out_console.print(f"  [yellow]{pruned['error']}[/]", soft_wrap=True)
+    elif pruned is not None:
+        out_console.print(
+            f"  prune: {human_bytes(pruned['bytesFreed'])} freed "
+            f"({pruned['blocksRemoved']:,} block(s) no backup uses any more)"
+        )
 
 
 @backups_app.command("list")
