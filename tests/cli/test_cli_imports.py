@@ -16,14 +16,10 @@ from tests.cli.conftest import write_config
 
 WEB = {"fastapi", "starlette", "uvicorn", "jinja2"}
 DATABASE_AND_NOTIFY = {"sqlalchemy", "alembic", "apprise"}
-# The services a --config-file command may load: services.configs gives the file its
-# identity (identity_of_file) and imports notify_targets. Retention, hooks, doctor and the
-# server's context are imported only by the commands (or configs) that use them.
-SERVICES_OF_A_FILE = {
-    "backapp.services",
-    "backapp.services.configs",
-    "backapp.services.notify_targets",
-}
+# The services a --config-file command may load: services.identity gives the file its
+# identity (identity_of_file), without the database. Retention, hooks, doctor, the stored
+# configs and the server's context are imported only by the commands that use them.
+SERVICES_OF_A_FILE = {"backapp.services", "backapp.services.identity"}
 SERVER = ("backapp.app", "backapp.api", "backapp.web", "backapp.scheduler")
 COMMANDS = ["backup run", "backups list", "restore"]
 
@@ -94,11 +90,6 @@ def test_a_config_file_command_imports_no_web_app_and_no_server_module(
     assert {m for m in loaded if m.startswith("backapp.services")} <= SERVICES_OF_A_FILE
 
 
-@pytest.mark.xfail(
-    reason="services.configs (identity_of_file) imports backapp.db and services.notify_targets "
-    "(apprise) at module level; the CLI itself imports neither for a config file",
-    strict=True,
-)
 @pytest.mark.parametrize("command", COMMANDS)
 def test_a_config_file_command_imports_no_database_layer_or_apprise(
     imports: dict[str, set[str]], command: str

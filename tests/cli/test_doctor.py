@@ -22,8 +22,8 @@ from backapp.domain.config import parse_config
 from backapp.engine.format.crypto import MasterKey
 from backapp.services import configs as config_service
 from backapp.services import doctor
-from backapp.services.configs import StoredConfig
 from backapp.services.context import AppContext
+from backapp.services.identity import StoredConfig
 from backapp.settings import Settings
 from tests.conftest import free_port
 from tests.helpers.cli import run_backapp

@@ -22,8 +22,8 @@ from backapp.storage import Storage
 from backapp.storage.factory import open_storage
 
 if TYPE_CHECKING:  # the database and services: imported by the commands that use them
-    from backapp.services.configs import StoredConfig
     from backapp.services.context import AppContext
+    from backapp.services.identity import StoredConfig
 
 ConfigFile = Annotated[
     Path | None,
@@ -87,12 +87,11 @@ def choose_config(
     """Given the command's --config-file or --config, return the config and its identity.
     Raise UsageError (neither or both), ConfigError, NotFoundError, DatabaseError,
     StorageError (a file without a folder name: the destination is looked at)."""
-    from backapp.services import configs as config_service
-
     if (config_file is None) == (config_ref is None):
         raise UsageError("give either --config-file FILE or --config NAME|ID")
     if config_ref is not None:
         from backapp.db import Database
+        from backapp.services import configs as config_service
         from backapp.services.context import AppContext
 
         ctx = AppContext(settings=settings, db=Database(settings.database_url))
@@ -104,7 +103,9 @@ def choose_config(
     file = load_config_file(config_file)
     storage = open_config_storage(file.document, settings, cancel)
     prefix = file.document.destination.prefix
-    return Chosen(config_service.identity_of_file(file, lambda: newest_per_folder(storage, prefix)))
+    from backapp.services.identity import identity_of_file
+
+    return Chosen(identity_of_file(file, lambda: newest_per_folder(storage, prefix)))
 
 
 def repository_for(identity: StoredConfig, settings: Settings, cancel: CancelToken) -> Repository:

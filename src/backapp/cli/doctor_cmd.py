@@ -19,9 +19,9 @@ from backapp.settings import Settings
 from backapp.storage.factory import open_storage
 
 if TYPE_CHECKING:  # the services reach the database layer: imported when doctor runs
-    from backapp.services.configs import StoredConfig
     from backapp.services.context import AppContext
     from backapp.services.doctor import Finding
+    from backapp.services.identity import StoredConfig
 
 _MARKS = {"ok": "[green]ok[/]     ", "note": "[dim]note[/]   ", "problem": "[bold red]PROBLEM[/]"}
 
@@ -66,10 +66,9 @@ def doctor(
 def _from_file(
     settings: Settings, path: Path, findings: list[Finding], as_json: bool
 ) -> list[StoredConfig]:
-    from backapp.services import configs as config_service
     from backapp.services import doctor as checks
-    from backapp.services.configs import StoredConfig
     from backapp.services.doctor import Finding
+    from backapp.services.identity import StoredConfig, identity_of_file
 
     try:
         file = load_config_file(path)
@@ -81,7 +80,7 @@ def _from_file(
     )
     try:
         newest = newest_per_folder(storage, document.destination.prefix)
-        return [config_service.identity_of_file(file, lambda: newest)]
+        return [identity_of_file(file, lambda: newest)]
     except StorageError:
         # The probe of check_config says what is wrong with the destination.
         return [StoredConfig(file.config_id, file.slug or slugify(document.name), document)]

@@ -36,8 +36,8 @@ from backapp.errors import (
     WrongKeyError,
 )
 from backapp.services import configs as config_service
-from backapp.services.configs import StoredConfig
 from backapp.services.context import AppContext
+from backapp.services.identity import StoredConfig
 from backapp.settings import Settings
 from backapp.storage import Storage, join_key
 from backapp.storage.factory import open_storage
