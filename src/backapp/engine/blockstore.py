@@ -230,9 +230,9 @@ class BlockWriter:
 
 # -- reading ---------------------------------------------------------------------------
 
-_RUN_MAX = 4 * 1024 * 1024  # one request reads neighbouring blocks up to this much
+_RUN_MAX = 2 * 1024 * 1024  # one request reads neighbouring blocks up to this much
 _GAP = 256 * 1024  # and reads through gaps this small
-_CACHE_BYTES = 8 * 1024 * 1024  # recently read blocks kept (files repeat blocks: zeros)
+_CACHE_BYTES = 4 * 1024 * 1024  # recently read blocks kept (files repeat blocks: zeros)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ backup run (written as its packs are finished, before its commit marker) and one
 prune (which replaces those it covers). Readers take the union; a block listed twice
 is read from either place.
 
-``BlockIndex`` keeps the union in a SQLite file (a B-tree on disk with a 16 MiB page
+``BlockIndex`` keeps the union in a SQLite file (a B-tree on disk with a 4 MiB page
 cache): about 120 bytes per block on disk and bounded memory whatever the size —
 1 TB in 1 MiB blocks is a ~120 MB file, not 1 GB of Python objects.
 """
@@ -110,7 +110,7 @@ class BlockIndex:
         os.close(fd)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.executescript(
-            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16384;"
+            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-4096;"
             "CREATE TABLE blocks (id BLOB PRIMARY KEY, pack BLOB, offset INTEGER,"
             " length INTEGER, size INTEGER, algorithm TEXT) WITHOUT ROWID;"
         )
