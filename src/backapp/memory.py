@@ -11,7 +11,7 @@ import ctypes
 import ctypes.util
 
 _M_MMAP_THRESHOLD = -3
-_THRESHOLD = 1024 * 1024
+_THRESHOLD = 256 * 1024  # the smallest data block: every block buffer is a mapping
 
 
 def keep_memory_flat() -> bool:

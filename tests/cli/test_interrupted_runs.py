@@ -1,6 +1,7 @@
 """A backup killed at the worst moment (kill -9 mid-upload) leaves leftovers that the next
-run removes: its lock, its half-written object or unfinished multipart upload, and the
-objects of its uncommitted folder. A live run's lock is respected."""
+run removes: its lock, its half-written pack or unfinished multipart upload (the packs it
+finished stay: the next run resumes from them, see test_resume.py). A live run's lock is
+respected."""
 
 from __future__ import annotations
 
@@ -229,7 +230,9 @@ def test_sigterm_mid_upload_aborts_cleans_up_and_says_so_in_one_line(
     assert process.returncode == 130, (out, err)
     assert "interrupted (SIGTERM)" in out + err and "Traceback" not in out + err
     assert s3.list_multipart_uploads(Bucket=s3_bucket).get("Uploads") is None
-    assert s3.list_objects_v2(Bucket=s3_bucket).get("Contents") is None  # not even a lock
+    # Not even a lock; only what it stored whole stays, for the next run to resume from.
+    left = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket).get("Contents", [])]
+    assert all(k.startswith(("p/cli-test/packs/", "p/cli-test/index/")) for k in left), left
 
 
 def test_a_killed_restore_leaves_no_partial_file_and_skip_finishes_it(

@@ -66,13 +66,14 @@ def store_manifest(repo: Repository, backup_id: str, raw: bytes) -> None:
     """Given a format-2 backup and the bytes of a manifest (gzip'd lines), store them as
     blocks and point the backup's marker at them (as a writer with the key could; without
     a key, only unencrypted backups)."""
-    writer = BlockWriter(repo, Codec("none", None), workers=1)
+    writer = BlockWriter(repo, Codec("none", None), run=backup_id, workers=1)
     try:
         refs = [
             writer.put(raw[i : i + (1 << 20)], "none", meta=True)
             for i in range(0, len(raw), 1 << 20)
         ]
         writer.finish()
+        writer.committed()
     finally:
         writer.close()
     info = repo.load(backup_id).model_copy(update={"manifest_blocks": refs})

@@ -106,6 +106,7 @@ def test_kill_9_during_upload_leaves_a_failed_run_an_alert_and_no_backup(
     doc = config_doc(src, dest, "0 0 1 1 *", compression=False, bandwidth=4096)
     config_id = add_config(ctx, doc)
     env = {"BACKAPP_RUN_LEASE": "3", "AWS_S3_ENDPOINT": moto_endpoint}
+    slug = get_config(ctx, config_id).slug
     first = start_scheduler(database_url, **env)
     from backapp.services import configs as config_service
     from backapp.services import runs as run_service
@@ -119,13 +120,14 @@ def test_kill_9_during_upload_leaves_a_failed_run_an_alert_and_no_backup(
         "a multipart upload in progress",
     )
     wait_for(
-        lambda: s3.list_parts(
-            Bucket=s3_bucket,
-            Key=s3.list_multipart_uploads(Bucket=s3_bucket)["Uploads"][0]["Key"],
-            UploadId=s3.list_multipart_uploads(Bucket=s3_bucket)["Uploads"][0]["UploadId"],
-        ).get("Parts"),
+        lambda: s3.list_objects_v2(Bucket=s3_bucket, Prefix=f"{slug}/index/").get("Contents"),
         30,
-        "a part uploaded",
+        "a pack stored and listed",
+    )
+    wait_for(
+        lambda: s3.list_multipart_uploads(Bucket=s3_bucket).get("Uploads"),
+        30,
+        "the next pack's upload in progress",
     )
     first.kill9()
     second = start_scheduler(database_url, **env)
@@ -145,10 +147,20 @@ def test_kill_9_during_upload_leaves_a_failed_run_an_alert_and_no_backup(
         10,
         "the dead run's multipart upload to be aborted",
     )
-    repo = Repository(
-        S3Storage(s3_bucket, "us-east-1", moto_endpoint), "", get_config(ctx, config_id).slug
-    )
+    repo = Repository(S3Storage(s3_bucket, "us-east-1", moto_endpoint), "", slug)
     assert repo.ids() == []
+    # The next scheduled run resumes: the pack the dead run finished is not sent again.
+    with ctx.db.session() as session:
+        again = run_service.enqueue(session, config_service.get(session, config_id)).id
+    done = wait_for(
+        lambda: next(
+            (r for r in runs_of(ctx, config_id) if r.id == again and r.status == "completed"),
+            None,
+        ),
+        60,
+        "the next run to complete",
+    )
+    assert (done.details or {}).get("resumedBytes", 0) >= 12 * 1024 * 1024, done.details
     assert second.terminate() == 0
 
 

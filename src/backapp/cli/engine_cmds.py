@@ -129,6 +129,11 @@ def backup_run(
         f"  data:  {human_bytes(doc['totalBytes'])} read, "
         f"{human_bytes(doc['bytesTransferred'])} uploaded in {doc['durationSeconds']:.1f}s"
     )
+    if result.resumed_bytes:
+        out_console.print(
+            f"  resumed: {human_bytes(result.resumed_bytes)} already stored by an "
+            "interrupted run (not uploaded again)"
+        )
     if "damaged" in result.parent_note:  # a person should know what BackApp did instead
         out_console.print(f"  [yellow]note:[/] {result.parent_note}", soft_wrap=True)
     if result.cleanup_note:

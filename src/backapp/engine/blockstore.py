@@ -26,13 +26,19 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from backapp.engine.compress import BlockPipeline, Codec, codec_named
-from backapp.engine.format.blockindex import BlockIndex, index_key, write_index
+from backapp.engine.format.blockindex import BlockIndex, index_key, read_index_doc, write_index
 from backapp.engine.format.envelope import open_block, seal_block
 from backapp.engine.format.keys import FolderKeys
 from backapp.engine.format.layout import Repository
 from backapp.engine.format.packs import BlockLocation, PackWriter, pack_key
 from backapp.engine.streams import prefetch
-from backapp.errors import ArchiveError, IntegrityError, ObjectNotFoundError, StorageError
+from backapp.errors import (
+    ArchiveError,
+    BackappError,
+    IntegrityError,
+    ObjectNotFoundError,
+    StorageError,
+)
 from backapp.storage import TransferCallback
 
 logger = logging.getLogger(__name__)
@@ -55,6 +61,7 @@ class WriteStats:
     new_bytes: int = 0  # plaintext bytes of new blocks
     reused_blocks: int = 0
     reused_bytes: int = 0
+    resumed_bytes: int = 0  # of those, stored by a run that did not commit (resumed)
     packs: list[str] = field(default_factory=list)
     indexes: list[str] = field(default_factory=list)
     stored_bytes: int = 0  # bytes of packs and index objects written
@@ -68,6 +75,7 @@ class BlockWriter:
         repo: Repository,
         codec: Codec,
         *,
+        run: str,
         workers: int,
         on_transfer: TransferCallback | None = None,
         interrupt: object = None,
@@ -86,7 +94,9 @@ class BlockWriter:
             raise
         for name, problem in self.index_problems:
             logger.warning("%s: index %s cannot be read (%s)", repo.location, name, problem)
+        self.run = run  # the backup id of this run
         self._unindexed: dict[str, dict[str, BlockLocation]] = {}
+        self._pack_checkpoints: list[str] = []  # one pack each, until merged
         self._in_packs = 0  # blocks the finished packs' tables list
         kwargs = {} if pack_size is None else {"pack_size": pack_size}
         self.packs = PackWriter(
@@ -126,9 +136,12 @@ class BlockWriter:
         if digest is None:
             digest = hashlib.sha256(plain).digest()
         block_id = self.keys.block_id_of_digest(digest)
-        if block_id in self.index:
+        known = self.index.get(block_id)
+        if known is not None:
             self.stats.reused_blocks += 1
             self.stats.reused_bytes += len(plain)
+            if known.pack in self.index.resumable_packs:
+                self.stats.resumed_bytes += len(plain)
             return block_id, len(plain)
         self.index.add(block_id, _PLACEHOLDER)
         self.stats.new_blocks += 1
@@ -161,17 +174,44 @@ class BlockWriter:
             packs.add(block_id, stored, size, algorithm)
 
     def _packed(self, name: str, table: dict[str, BlockLocation]) -> None:
+        # Each finished pack is listed at once in a checkpoint index of its own: if the run
+        # dies, the next one finds its blocks (resume); every INDEX_EVERY packs those
+        # become one checkpoint index, and once the run commits, final ones.
         self.stats.packs.append(name)
         self._in_packs += len(table)
         self._unindexed[name] = dict(table)
+        self._pack_checkpoints.append(self._index_of({name: table}))
         if len(self._unindexed) >= INDEX_EVERY:
             self._write_index()
 
+    def _index_of(self, packs: dict[str, dict[str, BlockLocation]]) -> str:
+        storage, base = self.repo.storage, self.repo.base
+        return write_index(storage, base, self.keys, packs, run=self.run, checkpoint=True)
+
     def _write_index(self) -> None:
         if self._unindexed:
-            name = write_index(self.repo.storage, self.repo.base, self.keys, self._unindexed)
-            self.stats.indexes.append(name)
+            self.stats.indexes.append(self._index_of(self._unindexed))
             self._unindexed = {}
+            for name in self._pack_checkpoints:
+                self.repo.storage.delete(index_key(self.repo.base, name))
+            self._pack_checkpoints = []
+
+    def committed(self) -> None:
+        """After the run's marker landed: its checkpoint indexes, and those of interrupted
+        runs it resumed from, become final ones (their blocks are a backup's now, or
+        garbage for prune). Failures are logged only: a checkpoint left behind only keeps
+        unused blocks for prune's grace period."""
+        storage, base = self.repo.storage, self.repo.base
+        for name in [*self.index.checkpoints, *self.stats.indexes]:
+            try:
+                doc = read_index_doc(storage, base, self.keys, name)
+                tables: dict[str, dict[str, BlockLocation]] = {}
+                for block_id, loc in doc.rows:
+                    tables.setdefault(loc.pack, {})[block_id] = loc
+                write_index(storage, base, self.keys, tables, run=self.run)
+                storage.delete(index_key(base, name))
+            except BackappError as exc:
+                logger.warning("index %s of backup %s stays a checkpoint: %s", name, self.run, exc)
 
     def finish(self) -> WriteStats:
         """Wait for every block to be packed, finish the last pack and write the index.
@@ -212,16 +252,6 @@ class BlockWriter:
         self.pipeline.abort()
         self.packs.abort()
         self.meta_packs.abort()
-
-    def remove_written(self) -> None:
-        """Delete the packs and index objects this run wrote (a failed run). Never raises."""
-        keys = [index_key(self.repo.base, n) for n in self.stats.indexes]
-        keys += [pack_key(self.repo.base, n) for n in self.stats.packs]
-        for key in keys:
-            try:
-                self.repo.storage.delete(key)
-            except Exception:  # cleanup must not hide the original error
-                logger.warning("could not remove %s of a failed backup", key)
 
     def close(self) -> None:
         """Release the local index."""

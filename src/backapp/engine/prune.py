@@ -11,7 +11,9 @@ start while it holds the lock), so nothing writes while it decides:
    blocks worth at least REPACK_UNUSED of it has its marked blocks copied, as stored
    (sealed blocks need no decryption to move), into new packs, and is deleted. Packs no
    index lists (left by runs that died before writing their index) are deleted once
-   older than the grace period.
+   older than the grace period. Packs only checkpoint indexes list (stored by a run that
+   did not commit) are kept while younger than the grace period, unused or not: the
+   next backup of the config resumes from them.
 3. The order keeps every step safe to interrupt: new packs, then one new index listing
    every pack that stays, then the old index objects go, then the old packs. An
    interruption leaves blocks listed twice or packs unlisted — never a block lost.
@@ -32,7 +34,7 @@ from backapp.engine.format.blockindex import (
     BlockIndex,
     index_key,
     index_names,
-    read_index,
+    read_index_doc,
     write_index,
 )
 from backapp.engine.format.crypto import MasterKey
@@ -62,6 +64,7 @@ class PruneResult:
     blocks_kept: int = 0
     blocks_removed: int = 0
     blocks_unused_left: int = 0  # in packs mostly in use (repacked once more is unused)
+    packs_resumable_kept: int = 0  # an interrupted run's, younger than the grace period
     packs_removed: int = 0
     packs_repacked: int = 0
     packs_unlisted_removed: int = 0
@@ -78,6 +81,7 @@ class PruneResult:
             "blocksKept": self.blocks_kept,
             "blocksRemoved": self.blocks_removed,
             "blocksUnusedLeft": self.blocks_unused_left,
+            "resumablePacksKept": self.packs_resumable_kept,
             "packsRemoved": self.packs_removed,
             "packsRepacked": self.packs_repacked,
             "unlistedPacksRemoved": self.packs_unlisted_removed,
@@ -239,18 +243,29 @@ def _sweep(
     # of its own kind (a plain backup stays readable without the key).
     tables: dict[str, dict[str, BlockLocation]] = {}
     sealed: dict[str, bool] = {}  # pack -> listed by an encrypted index
+    final: set[str] = set()  # packs a final (not a checkpoint) index lists
     old_indexes = index_names(storage, repo.base)
     for name in old_indexes:
         encrypted = b"".join(storage.get(index_key(repo.base, name), 0, 1)) == bytes([ENCRYPTED])
-        for block_id, loc in read_index(storage, repo.base, repo.keys, name):
+        doc = read_index_doc(storage, repo.base, repo.keys, name)
+        for block_id, loc in doc.rows:
             tables.setdefault(loc.pack, {})[block_id] = loc
             sealed[loc.pack] = sealed.get(loc.pack, False) or encrypted
+            if not doc.checkpoint:
+                final.add(loc.pack)
     keep: dict[str, dict[str, BlockLocation]] = {}
+    resumable: set[str] = set()  # packs of interrupted runs, kept for the next run
     drop: list[str] = []
     repack: list[str] = []
     for pack, table in tables.items():
         if pack not in stored:
             result.notes.append(f"pack {pack} is listed in the index but missing from storage")
+            continue
+        modified = stored[pack].modified
+        if pack not in final and (modified is None or now - modified <= grace):
+            keep[pack] = table  # a recent checkpoint's: the next backup resumes from it
+            resumable.add(pack)
+            result.packs_resumable_kept += 1
             continue
         used = {b: loc for b, loc in table.items() if b in marks}
         unused_bytes = sum(loc.length for b, loc in table.items() if b not in used)
@@ -278,11 +293,13 @@ def _sweep(
         result.bytes_freed += stored[name].size
     if result.dry_run:
         return
+    repo.abort_unfinished()  # half-written packs of runs that died (nobody writes now)
     changed = bool(drop or repack)
-    groups: dict[bool, dict[str, dict[str, BlockLocation]]] = {}
+    # One index per kind: encrypted or not, and a checkpoint for resumable packs.
+    groups: dict[tuple[bool, bool], dict[str, dict[str, BlockLocation]]] = {}
     for pack, table in keep.items():
-        groups.setdefault(sealed.get(pack, False), {})[pack] = table
-    for encrypted, group in groups.items():
+        groups.setdefault((sealed.get(pack, False), pack in resumable), {})[pack] = table
+    for (encrypted, _), group in groups.items():
         keys = repo.keys if encrypted else FolderKeys(repo.slug)
         moving = [p for p in repack if p in group]
         if moving:
@@ -293,9 +310,9 @@ def _sweep(
             group.update(new_tables)
     if changed or len(old_indexes) > len(groups):
         # One index for everything that stays (one per kind), then the old ones go.
-        for encrypted, group in groups.items():
+        for (encrypted, checkpoint), group in groups.items():
             keys = repo.keys if encrypted else FolderKeys(repo.slug)
-            write_index(storage, repo.base, keys, group)
+            write_index(storage, repo.base, keys, group, checkpoint=checkpoint)
         for name in old_indexes:
             storage.delete(index_key(repo.base, name))
         result.indexes_replaced = len(old_indexes)

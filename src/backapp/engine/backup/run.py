@@ -58,6 +58,7 @@ class BackupResult:
     duration_seconds: float
     parent_note: str = ""
     cleanup_note: str = ""
+    resumed_bytes: int = 0  # found stored by an interrupted run: not uploaded again
 
     @property
     def files_processed(self) -> int:
@@ -88,6 +89,7 @@ class BackupResult:
             "durationSeconds": round(self.duration_seconds, 3),
             "parentNote": self.parent_note,
             "cleanup": self.cleanup_note,
+            "resumedBytes": self.resumed_bytes,
             "skipped": [{"path": p, "reason": r} for p, r in self.skips.samples],
         }
 
@@ -122,7 +124,8 @@ def run_backup(
     is written only for tests of what older releases wrote).
 
     Raise EncryptionKeyError (before anything is uploaded), SourceError, StorageError,
-    CancelledError; on any failure, whatever was uploaded is removed again.
+    CancelledError. On a failure, no backup is committed; the blocks already stored stay
+    (listed in the run's checkpoint indexes), for the next run to resume from.
     """
     opts = config.options
     if opts.encryption and key is None:
@@ -196,13 +199,13 @@ def _run_blocks(
     writer = BlockWriter(
         repo,
         codec,
+        run=backup_id,
         workers=workers or min(4, os.cpu_count() or 2),
         on_transfer=on_transfer,
         interrupt=cancel.raise_if_cancelled,
     )
     parent: ParentCursor | None = None
     counter = _start_counting(config, state, cancel) if progress is not None else None
-    remove = True
     try:
         parent, parent_note = choose_parent(
             repo, opts.type, opts.full_every, master, index=writer.index
@@ -225,19 +228,16 @@ def _run_blocks(
         try:
             repo.commit(info, marker)
         except StorageError:
-            landed = repo.holds_marker(info, marker)
-            if landed is None:
-                remove = False  # a marker may name the packs: the next prune decides
-                raise
-            if not landed:
+            if not repo.holds_marker(info, marker):  # False, or None: cannot tell
                 raise
             logger.warning("backup %s: the commit marker landed; its reply was lost", backup_id)
-        remove = False  # committed: what the marker names stays
         counters.add(len(marker))
+        writer.committed()
     except BaseException:
+        # What the run stored stays, listed in its checkpoint indexes: the next run finds
+        # those blocks and does not upload them again; prune removes them once no backup
+        # names them and the grace period has passed.
         writer.abort()
-        if remove:
-            writer.remove_written()
         raise
     finally:
         writer.close()
@@ -248,7 +248,15 @@ def _run_blocks(
     state.phase = "completed"
     state.counting = False
     report(state, force=True)
-    return _finished(info, skips, counters.transferred, started, parent, parent_note)
+    result = _finished(info, skips, counters.transferred, started, parent, parent_note)
+    result.resumed_bytes = writer.stats.resumed_bytes
+    if result.resumed_bytes:
+        logger.info(
+            "backup %s resumed: %d bytes were already stored by an interrupted run",
+            backup_id,
+            result.resumed_bytes,
+        )
+    return result
 
 
 def _log_start(

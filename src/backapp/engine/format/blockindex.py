@@ -24,6 +24,7 @@ import secrets
 import sqlite3
 import tempfile
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from backapp.engine.format.envelope import ENCRYPTED, open_sealed, seal
 from backapp.engine.format.keys import FolderKeys
@@ -46,16 +47,24 @@ def write_index(
     keys: FolderKeys,
     packs: dict[str, dict[str, BlockLocation]],
     name: str | None = None,
+    *,
+    run: str | None = None,
+    checkpoint: bool = False,
 ) -> str:
-    """Given packs and their tables, store an index object listing them; return its name.
-    Raise StorageError."""
+    """Given packs and their tables (and the backup run that wrote them; ``checkpoint``
+    while that run has not committed), store an index object listing them; return its
+    name. Raise StorageError."""
     name = name or secrets.token_hex(16)
-    doc = {
+    doc: dict[str, object] = {
         "packs": {
             pack: [[i, loc.offset, loc.length, loc.size, loc.algorithm] for i, loc in table.items()]
             for pack, table in packs.items()
         }
     }
+    if run is not None:
+        doc["run"] = run
+    if checkpoint:
+        doc["checkpoint"] = True
     payload = gzip.compress(json.dumps(doc, separators=(",", ":")).encode(), 6, mtime=0)
     storage.put_bytes(index_key(base, name), seal(keys, "index", name, payload))
     return name
@@ -72,11 +81,27 @@ def index_names(storage: Storage, base: str) -> list[str]:
     return sorted(names)
 
 
+@dataclass(frozen=True)
+class IndexDoc:
+    """One index object: the blocks it lists, the run that wrote it, and whether that run
+    had not committed when it was written (a checkpoint: its blocks may be resumed)."""
+
+    rows: list[tuple[str, BlockLocation]]
+    run: str | None
+    checkpoint: bool
+
+
 def read_index(
     storage: Storage, base: str, keys: FolderKeys, name: str
 ) -> Iterator[tuple[str, BlockLocation]]:
     """Given an index object's name, yield (block id, location) for every block it lists.
     Raise IntegrityError (damaged, moved, or another config's), StorageError."""
+    yield from read_index_doc(storage, base, keys, name).rows
+
+
+def read_index_doc(storage: Storage, base: str, keys: FolderKeys, name: str) -> IndexDoc:
+    """Given an index object's name, return it, checked. Raise IntegrityError (damaged,
+    moved, or another config's), EncryptionKeyError, StorageError."""
     label = f"index {name}"
     sealed = b"".join(storage.get(index_key(base, name), 0, MAX_INDEX))
     if sealed[:1] != bytes([ENCRYPTED]):
@@ -84,8 +109,12 @@ def read_index(
     elif not keys.encrypted:
         raise EncryptionKeyError(f"{label} is encrypted: reading it needs BACKUP_ENCRYPTION_KEY")
     payload = open_sealed(keys, "index", name, sealed, label)
+    found: list[tuple[str, BlockLocation]] = []
     try:
         doc = json.loads(gzip.decompress(payload))
+        run, checkpoint = doc.get("run"), doc.get("checkpoint", False) is True
+        if run is not None and not isinstance(run, str):
+            raise ValueError("bad run")
         for pack, rows in doc["packs"].items():
             if not is_pack_name(pack):
                 raise ValueError(f"bad pack name {pack[:40]!r}")
@@ -97,9 +126,10 @@ def read_index(
                     or not (offset >= 0 and length >= 0 and size >= 0)
                 ):
                     raise ValueError(f"bad row for block {str(block_id)[:16]}")
-                yield block_id, BlockLocation(pack, offset, length, size, algorithm)
-    except (ValueError, KeyError, TypeError, OSError, EOFError) as exc:
+                found.append((block_id, BlockLocation(pack, offset, length, size, algorithm)))
+    except (ValueError, KeyError, TypeError, OSError, EOFError, AttributeError) as exc:
         raise ArchiveError(f"{label} is damaged ({exc})") from None
+    return IndexDoc(found, run, checkpoint)
 
 
 class BlockIndex:
@@ -116,6 +146,9 @@ class BlockIndex:
         )
         # Added but not yet written: looked up here first, written in batches.
         self._pending: dict[str, BlockLocation] = {}
+        # Packs only checkpoints list: stored by runs that did not commit (resumable).
+        self.resumable_packs: set[str] = set()
+        self.checkpoints: list[str] = []  # the checkpoint index objects loaded
 
     def __enter__(self) -> BlockIndex:
         return self
@@ -190,11 +223,19 @@ class BlockIndex:
         (index name, problem) of those that cannot be read (their blocks are then unknown:
         stored again if needed, never trusted). Raise StorageError."""
         problems = []
+        final: set[str] = set()
         for name in index_names(storage, base):
             try:
-                rows = list(read_index(storage, base, keys, name))  # all or nothing
+                doc = read_index_doc(storage, base, keys, name)  # all or nothing
             except (IntegrityError, EncryptionKeyError) as exc:
                 problems.append((name, str(exc)))
                 continue
-            self.add_all(rows)
+            self.add_all(doc.rows)
+            packs = {loc.pack for _, loc in doc.rows}
+            if doc.checkpoint:
+                self.resumable_packs |= packs
+                self.checkpoints.append(name)
+            else:
+                final |= packs
+        self.resumable_packs -= final
         return problems
