@@ -118,6 +118,7 @@ def run_phases(
         ("backapp-local", sc.backapp_local_rows),
         ("incremental", sc.incremental_rows),
         ("week", sc.week_rows),
+        ("resume", sc.resume_rows),
     ]
     if settings.s3:
         phases.append(("s3", sc.s3_rows))

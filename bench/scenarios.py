@@ -405,6 +405,36 @@ class Scenarios:
                 stored_target=1.3 if is_backapp else None,
             )
 
+    def resume_rows(self) -> None:
+        """A full backup killed (SIGKILL) once half of it is stored, then run again: what
+        the resumed run uploads (issue 17), against a full backup of the same corpus."""
+        folder = self.folder("backapp-resume")
+        dest = {"type": "local", "path": str(folder)}
+        config = self.backapp.config("bench-resume", self.live, dest, algorithm="zstd", level=3)
+        size = _folder_size(folder)
+        self.backup_row(  # the whole: what an uninterrupted full backup stores
+            "ba_resume_whole",
+            "BackApp full zstd-3+enc, uninterrupted, for the resume row (local)",
+            lambda: self.backapp.backup(config),
+            size,
+            fresh=folder,
+        )
+        whole_run = self.r.get("ba_resume_whole")
+        whole = whole_run.stored if whole_run is not None and whole_run.stored else 0
+        if not whole:
+            return
+        fresh_dir(folder)
+        held = self.backapp.kill_at(config, folder, int(whole * 0.5))
+        self.r.facts["resume_killed_at"] = held
+        self.backup_row(
+            "ba_resume",
+            f"BackApp full zstd-3+enc resumed after a kill at {held / whole:.0%} (local)",
+            lambda: self.backapp.backup(config),
+            size,
+            ref="ba_resume_whole",
+            stored_target=0.6,
+        )
+
     def s3_rows(self) -> None:
         """Measure full, no-change and restore to moto's S3, with a fresh server per tool."""
         log = self.folder("moto.log")

@@ -7,6 +7,8 @@ import json
 import os
 import secrets
 import shutil
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +110,28 @@ class Backapp:
         m = timed(cmd, env=self.env, cwd=self.configs, timeout=self.timeout)
         m.extra = _json_tail(m.stdout)
         return m
+
+    def kill_at(self, config: Path, folder: Path, stored: int) -> int:
+        """Given a config, its destination folder and a byte count, start a backup and
+        SIGKILL it once the folder holds that many bytes; return how many it held."""
+        cmd = [self.exe, "backup", "run", "-c", str(config), "--json"]
+        process = subprocess.Popen(
+            cmd,
+            env=self.env,
+            cwd=self.configs,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + self.timeout
+        held = 0
+        while process.poll() is None and time.monotonic() < deadline:
+            held = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+            if held >= stored:
+                break
+            time.sleep(0.05)
+        process.kill()
+        process.wait()
+        return held
 
     def restore(self, config: Path, target: Path) -> Measurement:
         """Given a config and an empty folder, restore the latest backup; return the cost."""
