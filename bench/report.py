@@ -152,33 +152,56 @@ def _row_notes(row: Row) -> str:
 
 
 # What we know about each target that can be missed, from profiling (kept up to date by
-# hand: the figures above are measured, these sentences are not).
+# hand: the figures above are measured, these sentences are not). Profiled on 2026-12-01
+# (format 2, 1 GiB corpus): cProfile of the CLI (main thread), strace -c -f, tracemalloc.
 WHY: list[tuple[tuple[str, ...], str]] = [
     (
+        ("7 days", "stored"),
+        "Seven days, stored: every backup stores its whole manifest (21,852 entries with "
+        "their block ids, ~3.2 MiB gzip'd and sealed: what the no-change row stores), cut "
+        "into pieces after compression, so nothing of it deduplicates from day to day; "
+        "restic stores only the tree blobs of changed folders. Seven manifests are ~22 MiB "
+        "of BackApp's week; without them its blocks are below restic's packs.",
+    ),
+    (
         ("S3/moto", "peak RSS"),
-        "S3 peak RSS: boto3 alone adds ~32 MiB (its S3 service model and endpoint rules "
-        "become Python objects) and a streamed multipart upload holds up to three 8 MiB "
-        "parts (two in flight, one filling; the issue asks for parts of at least 8 MiB). "
-        "Local backups import no boto3 and stay near 73 MiB. restic to the same endpoint "
-        "peaks at ~280 MiB.",
+        "S3 peak RSS: what a local full holds, plus boto3 (~32 MiB: its S3 service "
+        "model and endpoint rules become Python objects) and a streamed multipart upload's "
+        "parts (up to three 8 MiB parts: two in flight, one filling).",
     ),
     (
-        ("full gzip-6+enc (S3/moto)", "wall"),
-        "gzip-6 to S3 against restic: gzip-6 costs about four times the CPU of restic's "
-        "zstd, on two cores shared with moto; it beats the gzip reference (pigz) locally. "
-        "The like-for-like S3 row is zstd.",
+        ("peak RSS",),
+        "Local peak RSS: the CLI starts at ~57 MiB (Python, pydantic, cryptography, the "
+        "engine); a full backup adds the locations of every block written until the index "
+        "is written (INDEX_EVERY = 32 packs, ~512 MiB of data: ~12 MiB of Python objects "
+        "for 1 GiB), the SQLite block index's page cache (4 MiB), batches and 4 MiB blocks "
+        "in flight on two compression threads, and per-thread compressor state "
+        "(tracemalloc: ~54 MiB of Python heap at the peak, 12 MiB of it code objects). "
+        "Growth from ×1 to ×4 was not profiled.",
     ),
     (
-        ("full zstd-3+enc (S3/moto)", "wall"),
-        "zstd to S3: BackApp's own CPU is under half of restic's; the wall time is the "
-        "upload to moto, which runs on the same two cores (~5 s of its CPU). More parts in "
-        "flight would be faster but cost 8 MiB of memory each.",
+        ("full", "wall ≤"),
+        "Full backups: format 2 pays per block what format 1 paid per archive. (1) Every "
+        "storage call runs on a new thread (CancellableStorage.run, storage/wrappers.py) "
+        "and PackWriter.add writes each block as one call: a 1 GiB full starts 42,748 "
+        "threads (strace: 42,924 clone3, 1.0 M futex calls; 9 s of a zstd full's 24 s CPU "
+        "is system time). (2) Each block's id is looked up in SQLite on the main thread "
+        "(BlockIndex.get, 42,748 SELECTs, 4.7 s of the profiled 28 s). (3) Each small file "
+        "is a block of its own, compressed, hashed (SHA-256 + HMAC) and sealed alone, which "
+        "also costs ~4% of stored size against one compressed stream.",
     ),
     (
-        ("no-change", "S3/moto"),
-        "No-change to S3: about a quarter of BackApp's time is Python start-up plus importing "
-        "boto3 and loading its S3 model (restic is a compiled binary); the run itself is "
-        "a few S3 requests.",
+        ("no-change", "wall ≤"),
+        "No-change: the run rebuilds and stores a header block for each of the 21,852 "
+        "entries (tar_header and put: ~2.3 s of a profiled 8.6 s), walks the parent "
+        "manifest (1.3 s), checks each of 42,748 block ids in SQLite (1.2 s) and writes a "
+        "whole new manifest (3.2 MiB); restic re-reads only folder metadata it caches.",
+    ),
+    (
+        ("incremental", "wall ≤"),
+        "Incrementals: the changed files are a small part; the run pays the no-change "
+        "costs (21,852 header blocks, the parent manifest walk, SQLite lookups, a whole "
+        "3.2 MiB manifest) plus the new blocks' thread-per-write storage calls.",
     ),
     (
         ("API on", "p99"),
@@ -189,10 +212,10 @@ WHY: list[tuple[tuple[str, ...], str]] = [
     ),
     (
         ("restore latest",),
-        "Restore: most of the time is the kernel creating 21,851 files, one after another "
-        "(restic creates them from several threads). A thread pool for small files was "
-        "tried and was slower on this ext4 (concurrent creates in one folder contend); the "
-        "same restore into tmpfs takes about 3 s.",
+        "Restore: one thread writes every file, hashes it (SHA-256, checked against the "
+        "manifest) and creates, links and dates it (profile: write 2.8 s, SHA-256 1.5 s, "
+        "open/link/utime ~1.5 s, waiting for blocks 1.3 s); restic writes files from several "
+        "threads. Format 2 adds a block lookup and a decrypt per block (42,743 blocks).",
     ),
 ]
 
