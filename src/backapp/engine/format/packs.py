@@ -29,6 +29,7 @@ from backapp.storage import ObjectWriter, Storage, TransferCallback, join_key
 
 PACKS = "packs"
 PACK_SIZE = 16 * 1024 * 1024
+WRITE_SIZE = 1024 * 1024
 MAX_TABLE = 64 * 1024 * 1024
 ALGORITHMS = ("gzip", "zstd", "none")
 
@@ -86,6 +87,9 @@ class PackWriter:
         self._writer: ObjectWriter | None = None
         self._offset = 0
         self._table: dict[str, BlockLocation] = {}
+        # Blocks reach the storage writer in pieces of about WRITE_SIZE: a write per
+        # kilobyte-sized block would cost a storage call (and, cancellable, a thread) each.
+        self._buffer = bytearray()
 
     def add(self, block_id: str, stored: bytes, size: int, algorithm: str) -> BlockLocation:
         """Given a block's id, stored bytes, plaintext size and compression, append it to
@@ -97,7 +101,10 @@ class PackWriter:
             )
             self._offset = 0
             self._table = {}
-        self._writer.write(stored)
+        self._buffer += stored
+        if len(self._buffer) >= WRITE_SIZE:
+            self._writer.write(self._buffer)
+            self._buffer = bytearray()
         loc = BlockLocation(self._name, self._offset, len(stored), size, algorithm)
         self._table[block_id] = loc
         self._offset += len(stored)
@@ -118,7 +125,9 @@ class PackWriter:
         ]
         payload = json.dumps({"pack": self._name, "blocks": rows}, separators=(",", ":")).encode()
         table = seal(self.keys, "pack-table", self._name, payload)
-        self._writer.write(table + struct.pack(">I", len(table)))
+        self._buffer += table + struct.pack(">I", len(table))
+        self._writer.write(self._buffer)
+        self._buffer = bytearray()
         writer, self._writer = self._writer, None
         try:
             info = writer.commit()
@@ -137,6 +146,7 @@ class PackWriter:
 
     def abort(self) -> None:
         """Discard the pack being written."""
+        self._buffer = bytearray()
         if self._writer is not None:
             self._writer.abort()
             self._writer = None
