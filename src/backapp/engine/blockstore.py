@@ -208,7 +208,7 @@ class BlockWriter:
                 tables: dict[str, dict[str, BlockLocation]] = {}
                 for block_id, loc in doc.rows:
                     tables.setdefault(loc.pack, {})[block_id] = loc
-                write_index(storage, base, self.keys, tables, run=self.run)
+                write_index(storage, base, doc.keys, tables, run=self.run)  # the same kind
                 storage.delete(index_key(base, name))
             except BackappError as exc:
                 logger.warning("index %s of backup %s stays a checkpoint: %s", name, self.run, exc)

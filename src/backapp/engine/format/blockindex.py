@@ -89,6 +89,7 @@ class IndexDoc:
     rows: list[tuple[str, BlockLocation]]
     run: str | None
     checkpoint: bool
+    keys: FolderKeys  # what it is sealed with (plain keys for a plain index)
 
 
 def read_index(
@@ -129,7 +130,7 @@ def read_index_doc(storage: Storage, base: str, keys: FolderKeys, name: str) -> 
                 found.append((block_id, BlockLocation(pack, offset, length, size, algorithm)))
     except (ValueError, KeyError, TypeError, OSError, EOFError, AttributeError) as exc:
         raise ArchiveError(f"{label} is damaged ({exc})") from None
-    return IndexDoc(found, run, checkpoint)
+    return IndexDoc(found, run, checkpoint, keys)
 
 
 class BlockIndex:
